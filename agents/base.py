@@ -1,0 +1,225 @@
+"""The ``Agent`` base class: subclass it, declare parameters as class attributes, override ``on_bar``.
+
+Smallest complete agent::
+
+    from agents import Agent, Signal
+
+    class BuyTheDip(Agent):
+        drop = 0.02                     # a parameter: class attribute with a default
+
+        def on_start(self):
+            self.last = {}
+
+        def on_bar(self, bar):
+            prev = self.last.get(bar.symbol)
+            self.last[bar.symbol] = bar.close
+            if prev and bar.close < prev * (1 - self.drop):
+                return Signal(bar.symbol, weight=0.5)
+            return None
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import ConfigDict, ValidationError, create_model
+
+from agents.model import Bar, BarBatch, Fill, FloatArray, Signal
+
+SignalOutput = Signal | list[Signal] | None
+BatchOutput = FloatArray | tuple[FloatArray, FloatArray] | None
+
+
+@dataclass(frozen=True, slots=True)
+class HookError:
+    """An exception raised by an agent's hook: which hook, at which bar time, and the traceback."""
+
+    hook: str
+    ts: int
+    message: str
+    traceback: str
+
+    @staticmethod
+    def capture(hook: str, ts: int, exc: BaseException) -> HookError:
+        return HookError(hook, ts, f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc)))
+
+
+class ParameterError(ValueError):
+    """A parameter given to an agent is unknown or has the wrong type."""
+
+
+class Agent:
+    """Base class of every strategy.
+
+    Parameters are class attributes with defaults; configuration may override them (``params`` in the
+    fleet config) and unknown or mistyped ones fail at load time. Inside the agent, read them as
+    ``self.<name>`` or ``self.params``. Also available: ``self.name``, ``self.symbols``, ``self.capital``
+    (capital allocated to this agent), ``self.position(symbol)`` and ``self.log`` (a :mod:`logging` logger).
+
+    Hooks, all optional except that an agent must override ``on_bar`` or ``on_batch`` to trade:
+
+    - ``on_start()``: once, before the first bar.
+    - ``on_bar(bar)``: per bar; return ``None``, a :class:`Signal` or a list of them.
+    - ``on_batch(batch)``: per block of bars as numpy arrays (see :class:`BarBatch`); the default calls
+      ``on_bar`` per bar. Vectorized agents override it and return an array of weights of shape (T, S)
+      (NaN = no new signal at that bar), or ``(weights, confidences)``.
+    - ``on_fill(fill)``: when part of the portfolio's trades is attributed to this agent.
+    - ``on_stop()``: once, after the last bar.
+    - ``state()`` / ``restore(state)``: checkpoint and restore everything the agent needs to continue.
+    """
+
+    _params: Mapping[str, Any]
+    _base_attributes: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        symbols: Sequence[str],
+        params: Mapping[str, Any] | None = None,
+        capital: float = 0.0,
+    ) -> None:
+        if not symbols:
+            raise ValueError(f"agent {name!r} needs at least one symbol")
+        self.name = name
+        self.symbols: tuple[str, ...] = tuple(symbols)
+        self.capital = float(capital)
+        values = self.validate_params(params or {}, agent_name=name)
+        for key, value in values.items():
+            setattr(self, key, value)
+        self._params = MappingProxyType(values)
+        self._positions: dict[str, float] = dict.fromkeys(self.symbols, 0.0)
+        self._rejected: list[str] = []
+        self._errors: list[HookError] = []
+        self.log = logging.getLogger(f"agents.{name}")
+
+    # ----------------------------------------------------------------------------------------- parameters
+    @classmethod
+    def parameters(cls) -> dict[str, Any]:
+        """The declared parameters and their defaults, from this class and its parents."""
+        found: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if klass is object or klass is Agent:
+                continue
+            for key, value in vars(klass).items():
+                if key.startswith("_") or key in Agent._base_attributes:
+                    continue
+                if callable(value) or isinstance(value, classmethod | staticmethod | property):
+                    continue
+                found[key] = value
+        return found
+
+    @classmethod
+    def validate_params(cls, params: Mapping[str, Any], *, agent_name: str = "") -> dict[str, Any]:
+        """Defaults overridden by ``params``, type-checked; raises :class:`ParameterError` with a hint."""
+        declared = cls.parameters()
+        who = f"agent {agent_name!r} ({cls.__name__})" if agent_name else cls.__name__
+        for key in params:
+            if key not in declared:
+                close = difflib.get_close_matches(key, list(declared), n=3, cutoff=0.5)
+                hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+                valid = ", ".join(sorted(declared)) or "(none declared)"
+                raise ParameterError(f"{who}: unknown parameter {key!r}{hint} Valid parameters: {valid}.")
+        annotations: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            annotations.update(getattr(klass, "__annotations__", {}))
+        fields: dict[str, Any] = {}
+        for key, default in declared.items():
+            hint_type = annotations.get(key)
+            if not isinstance(hint_type, type):
+                hint_type = Any if default is None else type(default)
+            fields[key] = (hint_type, default)
+        model = create_model(
+            f"{cls.__name__}Params", __config__=ConfigDict(extra="forbid", strict=True), **fields
+        )
+        try:
+            validated = model(**params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            expected = fields.get(str(first["loc"][0]), (Any, None))[0]
+            expected_name = getattr(expected, "__name__", str(expected))
+            raise ParameterError(
+                f"{who}: parameter {key!r} = {first.get('input')!r} is invalid: {first['msg']} "
+                f"(expected {expected_name}, default {declared.get(str(first['loc'][0]))!r})."
+            ) from None
+        return dict(validated.model_dump())
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """This instance's parameter values (read-only)."""
+        return self._params
+
+    # ------------------------------------------------------------------------------------------- hooks
+    def on_start(self) -> None:
+        """Called once before the first bar."""
+
+    def on_bar(self, bar: Bar) -> SignalOutput:
+        """Called for every bar of the agent's symbols; return None, a Signal or a list of Signals."""
+        return None
+
+    def on_batch(self, batch: BarBatch) -> BatchOutput:
+        """Called with a block of bars; returns a (T, S) weight array (NaN = no new signal) or None.
+
+        The default calls :meth:`on_bar` for each bar. Invalid signals are dropped and counted by the
+        framework (see :meth:`Signal.problem`); an exception in ``on_bar`` is recorded (with traceback)
+        and the next bar goes on. Override this hook only to vectorize.
+        """
+        weights = np.full((len(batch), len(self.symbols)), np.nan)
+        confidences = np.ones_like(weights)
+        columns = {s: j for j, s in enumerate(self.symbols)}
+        for row, bar in batch.bars():
+            try:
+                out = self.on_bar(bar)
+            except Exception as exc:
+                self._errors.append(HookError.capture("on_bar", bar.ts, exc))
+                continue
+            if out is None:
+                continue
+            for signal in out if isinstance(out, list) else [out]:
+                problem = (
+                    signal.problem(self.symbols)
+                    if isinstance(signal, Signal)
+                    else f"not a Signal: {signal!r}"
+                )
+                if problem is not None:
+                    self._rejected.append(problem)
+                    continue
+                weights[row, columns[signal.symbol]] = signal.weight
+                confidences[row, columns[signal.symbol]] = signal.confidence
+        return weights, confidences
+
+    def on_fill(self, fill: Fill) -> None:
+        """Called when a fill is attributed to this agent (after its position was updated)."""
+
+    def on_stop(self) -> None:
+        """Called once after the last bar."""
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue after a restart; must be picklable. Default: nothing."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state`."""
+
+    # --------------------------------------------------------------------------------------- accessors
+    def position(self, symbol: str) -> float:
+        """This agent's attributed position in ``symbol`` (units, signed), as of the last delivered fill."""
+        return self._positions.get(symbol, 0.0)
+
+    # ----------------------------------------------------------------------------------------- runtime
+    def _apply_fill(self, fill: Fill) -> None:
+        self._positions[fill.symbol] = self._positions.get(fill.symbol, 0.0) + fill.quantity
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, symbols={list(self.symbols)!r})"
+
+
+Agent._base_attributes = frozenset(k for k in vars(Agent) if not k.startswith("__"))

@@ -1,0 +1,77 @@
+"""The aggregator: agents' signals -> each agent's desired position (its virtual sub-account's target).
+
+A signal is sized once, at the close of the bar it arrives on: ``lots = trunc(notional / close / lot)``
+with ``notional`` from the aggregation policy (:mod:`policies.aggregation`). The agent's desired position
+then stays put until its next signal for that symbol (no drift re-sizing, so no churn). The portfolio's
+target in a symbol is the sum over agents, and each agent's share is kept, so P&L and costs are
+attributed exactly. The execution engine nets the agents' demands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from agents.model import BarBatch
+from federation.execution.engine import TargetUpdates
+from federation.runners.host import AgentBlockResult
+from policies.aggregation import AggregationPolicy
+
+
+def _forward_fill(close: npt.NDArray[np.float64], seed: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each column's last non-NaN value at or before each row, starting from ``seed``."""
+    stacked = np.vstack([seed[None, :], close])
+    rows = np.where(~np.isnan(stacked), np.arange(stacked.shape[0])[:, None], 0)
+    np.maximum.accumulate(rows, axis=0, out=rows)
+    filled = stacked[rows, np.arange(stacked.shape[1])[None, :]]
+    return filled[1:]
+
+
+class Aggregator:
+    """Keeps each agent's latest signal per symbol and turns new signals into target updates."""
+
+    def __init__(
+        self,
+        policy: AggregationPolicy,
+        symbols: tuple[str, ...],
+        agent_symbols: Sequence[tuple[str, ...]],
+        capital: Sequence[float],
+        lot_size: float,
+    ) -> None:
+        self.policy = policy
+        self.symbols = symbols
+        self._columns = [np.array([symbols.index(s) for s in syms], dtype=np.int64) for syms in agent_symbols]
+        self._capital = np.asarray(capital, dtype=np.float64)
+        self._lot = lot_size
+        self._last_close = np.full(len(symbols), np.nan)
+        self.latest_weight = np.full((len(agent_symbols), len(symbols)), np.nan)
+        """Latest accepted signal weight of each agent in each symbol (NaN: none yet)."""
+
+    def targets(self, batch: BarBatch, results: Sequence[AgentBlockResult]) -> TargetUpdates:
+        """Target updates for ``batch`` from each agent's result (``results[i]`` is agent ``i``)."""
+        close = _forward_fill(batch.close, self._last_close)
+        if len(batch):
+            self._last_close = close[-1].copy()
+        parts: list[tuple[npt.NDArray[np.int64], ...]] = []
+        for i, result in enumerate(results):
+            rows, local = np.nonzero(~np.isnan(result.weights))
+            if rows.size == 0:
+                continue
+            cols = self._columns[i][local]
+            price = close[rows, cols]
+            weight = result.weights[rows, local]
+            priced = ~np.isnan(price) & (price > 0)
+            rows, cols, price, weight = rows[priced], cols[priced], price[priced], weight[priced]
+            notional = self.policy.notional(
+                weight, result.confidences[rows, local[priced]], np.full(rows.shape, self._capital[i])
+            )
+            lots = np.trunc(notional / price / self._lot).astype(np.int64)
+            self.latest_weight[i, cols] = weight
+            parts.append((rows.astype(np.int64), np.full(rows.shape, i, dtype=np.int64), cols, lots))
+        if not parts:
+            return TargetUpdates.empty()
+        rows, agents, cols, lots = (np.concatenate(p) for p in zip(*parts, strict=True))
+        order = np.argsort(rows, kind="stable")
+        return TargetUpdates(rows[order], agents[order], cols[order], lots[order])

@@ -1,0 +1,17 @@
+"""Execution: netting, order ids, risk checks, the simulated venue and the ledger writes of trades."""
+
+from federation.execution.actor import ExecutionActor, build_risk_policy
+from federation.execution.engine import BlockOutcome, ExecutionEngine, TargetUpdates, pro_rata
+from federation.execution.venue import SimulatedVenue, VenueFill, VenueOrder
+
+__all__ = [
+    "BlockOutcome",
+    "ExecutionActor",
+    "ExecutionEngine",
+    "SimulatedVenue",
+    "TargetUpdates",
+    "VenueFill",
+    "VenueOrder",
+    "build_risk_policy",
+    "pro_rata",
+]

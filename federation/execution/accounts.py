@@ -1,0 +1,83 @@
+"""Virtual sub-accounts: each agent's (and the portfolio's) cash, positions, average price and P&L.
+
+Positions are integer lots (``lot_size`` units each); cash, prices, fees and P&L are Decimal. Realized
+P&L uses the average-cost method and is net of fees. The portfolio is one more account, booking only
+venue fills; internal crosses move positions and cash between agents and leave the portfolio unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(slots=True)
+class _Holding:
+    lots: int = 0
+    avg_price: Decimal = Decimal(0)
+    realized: Decimal = Decimal(0)
+
+
+class SubAccounts:
+    """Books for ``names`` (agents, then the portfolio) over ``symbols``."""
+
+    def __init__(
+        self, names: list[str], symbols: tuple[str, ...], capital: list[Decimal], lot_size: Decimal
+    ) -> None:
+        self.names = names
+        self.symbols = symbols
+        self.lot_size = lot_size
+        self.cash = list(capital)
+        self.fees = [Decimal(0)] * len(names)
+        self._holdings = [[_Holding() for _ in symbols] for _ in names]
+        self.lots: npt.NDArray[np.int64] = np.zeros((len(names), len(symbols)), dtype=np.int64)
+
+    def book(self, account: int, col: int, lots: int, price: Decimal, fee: Decimal) -> None:
+        """Record a signed trade of ``lots`` at ``price`` paying ``fee`` in ``account``."""
+        holding = self._holdings[account][col]
+        units = lots * self.lot_size
+        self.cash[account] -= units * price + fee
+        self.fees[account] += fee
+        holding.realized -= fee
+        old = holding.lots
+        new = old + lots
+        if old == 0 or (old > 0) == (lots > 0):
+            holding.avg_price = (holding.avg_price * abs(old) + price * abs(lots)) / abs(new)
+        else:
+            closed = min(abs(lots), abs(old))
+            sign = 1 if old > 0 else -1
+            holding.realized += (price - holding.avg_price) * closed * self.lot_size * sign
+            if new == 0:
+                holding.avg_price = Decimal(0)
+            elif (new > 0) != (old > 0):
+                holding.avg_price = price
+        holding.lots = new
+        self.lots[account, col] = new
+
+    def holding(self, account: int, col: int) -> tuple[Decimal, Decimal, Decimal]:
+        """(quantity in units, average price, realized P&L) of one account in one symbol."""
+        h = self._holdings[account][col]
+        return h.lots * self.lot_size, h.avg_price, h.realized
+
+    def realized(self, account: int) -> Decimal:
+        return sum((h.realized for h in self._holdings[account]), Decimal(0))
+
+    def unrealized(self, account: int, marks: list[Decimal | None]) -> Decimal:
+        total = Decimal(0)
+        for h, mark in zip(self._holdings[account], marks, strict=True):
+            if h.lots and mark is not None:
+                total += (mark - h.avg_price) * h.lots * self.lot_size
+        return total
+
+    def market_value(self, account: int, marks: list[Decimal | None]) -> tuple[Decimal, Decimal]:
+        """(net, gross) market value of the account's positions at ``marks``."""
+        net = gross = Decimal(0)
+        for h, mark in zip(self._holdings[account], marks, strict=True):
+            if h.lots and mark is not None:
+                value = mark * h.lots * self.lot_size
+                net += value
+                gross += abs(value)
+        return net, gross

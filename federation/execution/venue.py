@@ -1,0 +1,113 @@
+"""The built-in simulated exchange. Deterministic: same orders and bars, same fills.
+
+Price rule (orders are decided on a bar's close and executed on the symbol's next bar):
+
+- **market**: fills at that bar's open, ``slippage_bps`` worse (buy higher, sell lower); taker fee.
+- **limit** buy at L: if open <= L fills at open (taker); elif low <= L fills at L (maker); else no fill.
+  Sells mirror this with high.
+- At most ``max_volume_share`` of the bar's volume fills (whole lots); the rest of the order **expires**
+  at the end of that bar (it is not carried: the next decision re-sizes from the new targets).
+- Fees: ``price * quantity * fee_bps / 10,000``, rounded to 1e-8.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from federation.config import ExecutionConfig
+from federation.money import quantize, round_to_tick
+
+_BPS = Decimal(10_000)
+
+
+@dataclass(slots=True)
+class VenueOrder:
+    client_order_id: str
+    col: int
+    lots: int
+    """Signed: + buy, - sell."""
+    order_type: Literal["market", "limit"]
+    limit_price: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class VenueFill:
+    fill_id: str
+    client_order_id: str
+    col: int
+    lots: int
+    price: Decimal
+    fee: Decimal
+    liquidity: Literal["taker", "maker"]
+
+
+class SimulatedVenue:
+    """Holds working orders (at most one per symbol) and matches them against the next bar."""
+
+    def __init__(self, config: ExecutionConfig, n_symbols: int) -> None:
+        self.config = config
+        self._working: dict[int, VenueOrder] = {}
+        self._trade_seq = 0
+        self._slip = Decimal(repr(config.slippage_bps)) / _BPS
+        self._taker = Decimal(repr(config.taker_fee_bps)) / _BPS
+        self._maker = Decimal(repr(config.maker_fee_bps)) / _BPS
+        self._lot_volume = float(config.lot_size)
+        self.n_symbols = n_symbols
+
+    def working(self, col: int) -> VenueOrder | None:
+        return self._working.get(col)
+
+    def submit(self, order: VenueOrder) -> None:
+        if order.col in self._working:
+            raise RuntimeError(f"symbol column {order.col} already has a working order")
+        if order.lots == 0:
+            raise ValueError("order quantity is zero")
+        self._working[order.col] = order
+
+    def cancel(self, col: int) -> VenueOrder | None:
+        """Remove the working order of ``col`` (if any) without matching it."""
+        return self._working.pop(col, None)
+
+    def match(
+        self, col: int, open_: float, high: float, low: float, volume: float
+    ) -> tuple[VenueOrder, VenueFill | None] | None:
+        """Match the working order of ``col`` against one bar; the order is done afterwards.
+
+        Returns ``(order, fill or None)``, or None if no order was working for the symbol.
+        """
+        order = self._working.pop(col, None)
+        if order is None:
+            return None
+        tick = self.config.price_tick
+        buy = order.lots > 0
+        liquidity: Literal["taker", "maker"] = "taker"
+        if order.order_type == "market":
+            factor = 1 + self._slip if buy else 1 - self._slip
+            price = round_to_tick(float(Decimal(repr(open_)) * factor), tick)
+        else:
+            assert order.limit_price is not None
+            limit = order.limit_price
+            o = round_to_tick(open_, tick)
+            if (buy and o <= limit) or (not buy and o >= limit):
+                price = o
+            elif (buy and round_to_tick(low, tick) <= limit) or (
+                not buy and round_to_tick(high, tick) >= limit
+            ):
+                price, liquidity = limit, "maker"
+            else:
+                return order, None
+        cap = math.floor(volume * self.config.max_volume_share / self._lot_volume + 1e-9)
+        lots = min(abs(order.lots), max(cap, 0))
+        if lots == 0 or price <= 0:
+            return order, None
+        signed = lots if buy else -lots
+        rate = self._taker if liquidity == "taker" else self._maker
+        fee = quantize(price * lots * self.config.lot_size * rate)
+        self._trade_seq += 1
+        fill = VenueFill(
+            f"SIM-{self._trade_seq:08d}", order.client_order_id, col, signed, price, fee, liquidity
+        )
+        return order, fill

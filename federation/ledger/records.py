@@ -1,0 +1,124 @@
+"""What the ledger stores. Quantities and money are Decimal here and integer 1e-8 units on disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+OrderStatus = Literal["submitted", "filled", "partially_filled", "expired", "denied"]
+Side = Literal["buy", "sell"]
+Liquidity = Literal["taker", "maker", "internal"]
+PORTFOLIO = "__portfolio__"
+"""Account name of the whole portfolio in the positions and cash tables (agents use their own names)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    started_ns: int
+    config_json: str
+    capital: Decimal
+    currency: str
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    name: str
+    class_path: str
+    isolation: str
+    symbols: tuple[str, ...]
+    params_json: str
+    capital: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """An order's latest state; written again (upserted) when its status changes."""
+
+    client_order_id: str
+    seq: int
+    ts: int
+    symbol: str
+    side: Side
+    order_type: Literal["market", "limit"]
+    quantity: Decimal
+    limit_price: Decimal | None
+    status: OrderStatus
+    filled_quantity: Decimal = Decimal(0)
+    reason_code: str | None = None
+    reason: str | None = None
+    allocations: tuple[tuple[str, Decimal], ...] = ()
+    """(agent, quantity) shares of the order, signed like the order's side."""
+
+
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    """An execution at the venue (``liquidity`` taker/maker) or an internal cross between agents."""
+
+    fill_id: str
+    client_order_id: str
+    ts: int
+    symbol: str
+    quantity: Decimal
+    """Signed: + bought, - sold (for internal crosses: the sum over its allocations is zero)."""
+    price: Decimal
+    fee: Decimal
+    liquidity: Liquidity
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationRecord:
+    """One agent's share of a fill: what the agent's virtual sub-account booked."""
+
+    fill_id: str
+    agent: str
+    symbol: str
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRecord:
+    account: str
+    symbol: str
+    quantity: Decimal
+    avg_price: Decimal
+    realized_pnl: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CashRecord:
+    account: str
+    balance: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """An audit event: agent errors, rejected signals, risk denials, run lifecycle."""
+
+    ts: int
+    kind: str
+    code: str
+    message: str
+    agent: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class LedgerBatch:
+    """Everything from one step of the run, written in one transaction."""
+
+    orders: list[OrderRecord] = field(default_factory=list)
+    fills: list[FillRecord] = field(default_factory=list)
+    allocations: list[AllocationRecord] = field(default_factory=list)
+    positions: list[PositionRecord] = field(default_factory=list)
+    cash: list[CashRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.orders or self.fills or self.allocations or self.positions or self.cash or self.events
+        )

@@ -1,0 +1,332 @@
+"""The embedded SQLite ledger (stdlib ``sqlite3``, WAL mode).
+
+Money and quantities are INTEGER columns in 1e-8 units (suffix ``_e8``), never floats. Each
+:class:`LedgerBatch` is one transaction, so an interrupted run leaves the file at the last whole batch.
+Several processes may write one file (the driver: runs, agents, events; the execution actor: orders,
+fills, positions, cash); each write takes SQLite's write lock for the length of one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from federation.errors import LedgerError
+from federation.ledger.records import (
+    PORTFOLIO,
+    AgentRecord,
+    FillRecord,
+    LedgerBatch,
+    OrderRecord,
+    RunRecord,
+)
+from federation.money import from_e8, to_e8
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, started_ns INTEGER NOT NULL, ended_ns INTEGER,
+    status TEXT NOT NULL, config_json TEXT NOT NULL, capital_e8 INTEGER NOT NULL,
+    currency TEXT NOT NULL, seed INTEGER NOT NULL, summary_json TEXT
+);
+CREATE TABLE IF NOT EXISTS agents (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), name TEXT NOT NULL, class_path TEXT NOT NULL,
+    isolation TEXT NOT NULL, symbols_json TEXT NOT NULL, params_json TEXT NOT NULL,
+    capital_e8 INTEGER NOT NULL, PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), client_order_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL, symbol TEXT NOT NULL, side TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
+    order_type TEXT NOT NULL, qty_e8 INTEGER NOT NULL CHECK (qty_e8 > 0), limit_price_e8 INTEGER,
+    status TEXT NOT NULL, filled_qty_e8 INTEGER NOT NULL, reason_code TEXT, reason TEXT,
+    PRIMARY KEY (run_id, client_order_id)
+);
+CREATE TABLE IF NOT EXISTS order_allocations (
+    run_id TEXT NOT NULL, client_order_id TEXT NOT NULL, agent TEXT NOT NULL, qty_e8 INTEGER NOT NULL,
+    PRIMARY KEY (run_id, client_order_id, agent)
+);
+CREATE TABLE IF NOT EXISTS fills (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), fill_id TEXT NOT NULL, client_order_id TEXT NOT NULL,
+    ts INTEGER NOT NULL, symbol TEXT NOT NULL, qty_e8 INTEGER NOT NULL, price_e8 INTEGER NOT NULL,
+    fee_e8 INTEGER NOT NULL, liquidity TEXT NOT NULL, PRIMARY KEY (run_id, fill_id)
+);
+CREATE TABLE IF NOT EXISTS fill_allocations (
+    run_id TEXT NOT NULL, fill_id TEXT NOT NULL, agent TEXT NOT NULL, symbol TEXT NOT NULL,
+    qty_e8 INTEGER NOT NULL, price_e8 INTEGER NOT NULL, fee_e8 INTEGER NOT NULL,
+    PRIMARY KEY (run_id, fill_id, agent)
+);
+CREATE TABLE IF NOT EXISTS positions (
+    run_id TEXT NOT NULL, account TEXT NOT NULL, symbol TEXT NOT NULL, qty_e8 INTEGER NOT NULL,
+    avg_price_e8 INTEGER NOT NULL, realized_pnl_e8 INTEGER NOT NULL,
+    PRIMARY KEY (run_id, account, symbol)
+);
+CREATE TABLE IF NOT EXISTS cash (
+    run_id TEXT NOT NULL, account TEXT NOT NULL, balance_e8 INTEGER NOT NULL,
+    PRIMARY KEY (run_id, account)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, ts INTEGER NOT NULL, kind TEXT NOT NULL,
+    agent TEXT, code TEXT NOT NULL, message TEXT NOT NULL, detail_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fills_by_symbol ON fills (run_id, symbol);
+CREATE INDEX IF NOT EXISTS allocations_by_agent ON fill_allocations (run_id, agent);
+CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, kind);
+"""
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///rel.db`` (relative to the working folder), ``sqlite:////abs.db`` or a plain path."""
+    if url.startswith("sqlite:///"):
+        rest = url[len("sqlite:///") :]
+    elif "://" in url:
+        raise LedgerError(f"ledger URL {url!r} is not an SQLite URL")
+    else:
+        rest = url
+    if not rest or rest == ":memory:":
+        raise LedgerError(
+            f"ledger URL {url!r} has no file path; use sqlite:///runs.db (several processes share it)"
+        )
+    return Path(rest)
+
+
+class SQLiteLedger:
+    """Ledger in one SQLite file. Open one per process; all writes are whole transactions."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            with self._transaction():
+                row = self._db.execute("SELECT max(version) FROM schema_version").fetchone()
+                if row[0] is None:
+                    self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                elif row[0] > SCHEMA_VERSION:
+                    raise LedgerError(
+                        f"ledger {self.path} has schema version {row[0]}, newer than this code's "
+                        f"{SCHEMA_VERSION}; upgrade strategy-federation or use another ledger file"
+                    )
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open SQLite ledger {self.path}: {exc}") from exc
+
+    # ------------------------------------------------------------------------------------------- writes
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def begin_run(self, run: RunRecord, agents: list[AgentRecord]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, started_ns, status, config_json, capital_e8, currency, seed) "
+                "VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                (run.run_id, run.started_ns, run.config_json, to_e8(run.capital), run.currency, run.seed),
+            )
+            db.executemany(
+                "INSERT INTO agents VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        run.run_id,
+                        a.name,
+                        a.class_path,
+                        a.isolation,
+                        json.dumps(list(a.symbols)),
+                        a.params_json,
+                        to_e8(a.capital),
+                    )
+                    for a in agents
+                ],
+            )
+
+    def write(self, run_id: str, batch: LedgerBatch) -> None:
+        """Write a batch in one transaction (all of it or nothing)."""
+        if not batch:
+            return
+        try:
+            with self._transaction() as db:
+                self._write(db, run_id, batch)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: write failed, batch rolled back: {exc}") from exc
+
+    @staticmethod
+    def _write(db: sqlite3.Connection, run_id: str, batch: LedgerBatch) -> None:
+        db.executemany(
+            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id, client_order_id) DO UPDATE SET status = excluded.status, "
+            "filled_qty_e8 = excluded.filled_qty_e8, reason_code = excluded.reason_code, "
+            "reason = excluded.reason",
+            [
+                (
+                    run_id,
+                    o.client_order_id,
+                    o.seq,
+                    o.ts,
+                    o.symbol,
+                    o.side,
+                    o.order_type,
+                    to_e8(o.quantity),
+                    None if o.limit_price is None else to_e8(o.limit_price),
+                    o.status,
+                    to_e8(o.filled_quantity),
+                    o.reason_code,
+                    o.reason,
+                )
+                for o in batch.orders
+            ],
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO order_allocations VALUES (?, ?, ?, ?)",
+            [(run_id, o.client_order_id, a, to_e8(q)) for o in batch.orders for a, q in o.allocations],
+        )
+        db.executemany(
+            "INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    run_id,
+                    f.fill_id,
+                    f.client_order_id,
+                    f.ts,
+                    f.symbol,
+                    to_e8(f.quantity),
+                    to_e8(f.price),
+                    to_e8(f.fee),
+                    f.liquidity,
+                )
+                for f in batch.fills
+            ],
+        )
+        db.executemany(
+            "INSERT INTO fill_allocations VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (run_id, a.fill_id, a.agent, a.symbol, to_e8(a.quantity), to_e8(a.price), to_e8(a.fee))
+                for a in batch.allocations
+            ],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    run_id,
+                    p.account,
+                    p.symbol,
+                    to_e8(p.quantity),
+                    to_e8(p.avg_price),
+                    to_e8(p.realized_pnl),
+                )
+                for p in batch.positions
+            ],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO cash VALUES (?, ?, ?)",
+            [(run_id, c.account, to_e8(c.balance)) for c in batch.cash],
+        )
+        db.executemany(
+            "INSERT INTO events (run_id, ts, kind, agent, code, message, detail_json) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (run_id, e.ts, e.kind, e.agent, e.code, e.message, json.dumps(e.detail, default=str))
+                for e in batch.events
+            ],
+        )
+
+    def end_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, ended_ns = ?, summary_json = ? WHERE run_id = ?",
+                (status, time.time_ns(), json.dumps(summary, default=str), run_id),
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------------------------------------ queries
+    def runs(self) -> list[dict[str, Any]]:
+        """All runs, newest first: run_id, status, started_ns, ended_ns."""
+        rows = self._db.execute(
+            "SELECT run_id, status, started_ns, ended_ns FROM runs ORDER BY started_ns DESC"
+        ).fetchall()
+        return [dict(zip(("run_id", "status", "started_ns", "ended_ns"), r, strict=True)) for r in rows]
+
+    def run_status(self, run_id: str) -> str | None:
+        row = self._db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def positions(self, run_id: str, account: str = PORTFOLIO) -> dict[str, Decimal]:
+        """Recorded positions of ``account`` (the portfolio by default), nonzero only."""
+        rows = self._db.execute(
+            "SELECT symbol, qty_e8 FROM positions WHERE run_id = ? AND account = ? AND qty_e8 != 0",
+            (run_id, account),
+        ).fetchall()
+        return {s: from_e8(q) for s, q in rows}
+
+    def cash(self, run_id: str, account: str = PORTFOLIO) -> Decimal | None:
+        row = self._db.execute(
+            "SELECT balance_e8 FROM cash WHERE run_id = ? AND account = ?", (run_id, account)
+        ).fetchone()
+        return None if row is None else from_e8(row[0])
+
+    def fills(self, run_id: str) -> list[FillRecord]:
+        rows = self._db.execute(
+            "SELECT fill_id, client_order_id, ts, symbol, qty_e8, price_e8, fee_e8, liquidity FROM fills "
+            "WHERE run_id = ? ORDER BY ts, fill_id",
+            (run_id,),
+        ).fetchall()
+        return [
+            FillRecord(r[0], r[1], r[2], r[3], from_e8(r[4]), from_e8(r[5]), from_e8(r[6]), r[7])
+            for r in rows
+        ]
+
+    def orders(self, run_id: str) -> list[OrderRecord]:
+        rows = self._db.execute(
+            "SELECT client_order_id, seq, ts, symbol, side, order_type, qty_e8, limit_price_e8, status, "
+            "filled_qty_e8, reason_code, reason FROM orders WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        ).fetchall()
+        return [
+            OrderRecord(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                from_e8(r[6]),
+                None if r[7] is None else from_e8(r[7]),
+                r[8],
+                from_e8(r[9]),
+                r[10],
+                r[11],
+            )
+            for r in rows
+        ]
+
+    def events(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT ts, kind, agent, code, message, detail_json FROM events WHERE run_id = ?"
+        args: tuple[Any, ...] = (run_id,)
+        if kind is not None:
+            query += " AND kind = ?"
+            args += (kind,)
+        rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        keys = ("ts", "kind", "agent", "code", "message")
+        return [{**dict(zip(keys, r[:5], strict=True)), "detail": json.loads(r[5])} for r in rows]
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Read-only SQL for reports and tests (see the schema in this module)."""
+        return list(self._db.execute(sql, args).fetchall())

@@ -1,0 +1,126 @@
+"""``AgentHost``: runs one agent's hooks, meters their CPU time, contains their exceptions, checks signals.
+
+Every isolation tier wraps hosts: the actor tier puts one host in a dedicated Ray actor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agents.base import Agent, HookError
+from agents.model import BarBatch, Fill, FloatArray
+
+MAX_MESSAGES = 20
+"""Rejection reasons and error tracebacks kept per agent per block (all are counted)."""
+
+
+@dataclass(slots=True)
+class AgentBlockResult:
+    """What one agent did with one block: its signals as (T, S) arrays (NaN = none) and its meters."""
+
+    name: str
+    weights: FloatArray
+    confidences: FloatArray
+    bars: int = 0
+    signals: int = 0
+    rejected: int = 0
+    rejections: list[str] = field(default_factory=list)
+    errors: int = 0
+    error_details: list[HookError] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+
+class AgentHost:
+    """Owns an agent instance inside whatever process the tier chose."""
+
+    def __init__(
+        self,
+        agent_class: type[Agent],
+        *,
+        name: str,
+        symbols: tuple[str, ...],
+        params: dict[str, Any],
+        capital: float,
+        clock: Callable[[], float] = time.thread_time,
+    ) -> None:
+        self.agent = agent_class(name=name, symbols=symbols, params=params, capital=capital)
+        self.name = name
+        self.clock = clock
+        self.cpu_s = 0.0
+
+    def _call(self, hook: str, ts: int, fn: Callable[[], Any]) -> tuple[Any, HookError | None]:
+        start = self.clock()
+        try:
+            return fn(), None
+        except Exception as exc:
+            return None, HookError.capture(hook, ts, exc)
+        finally:
+            self.cpu_s += self.clock() - start
+
+    def start(self) -> HookError | None:
+        """Call ``on_start``; the error, if it raised."""
+        return self._call("on_start", 0, self.agent.on_start)[1]
+
+    def stop(self) -> HookError | None:
+        return self._call("on_stop", 0, self.agent.on_stop)[1]
+
+    def process(self, batch: BarBatch, fills: list[Fill]) -> AgentBlockResult:
+        """Deliver ``fills`` (``on_fill``), then the agent's columns of ``batch`` (``on_batch``)."""
+        agent = self.agent
+        errors: list[HookError] = []
+        cpu_before = self.cpu_s
+        for fill in fills:
+            agent._apply_fill(fill)
+            error = self._call("on_fill", fill.ts, lambda f=fill: agent.on_fill(f))[1]  # type: ignore[misc]
+            if error:
+                errors.append(error)
+        view = batch.select(agent.symbols)
+        shape = (len(view), len(agent.symbols))
+        out, error = self._call("on_batch", int(view.ts[0]) if len(view) else 0, lambda: agent.on_batch(view))
+        if error:
+            errors.append(error)
+        errors += agent._errors
+        agent._errors.clear()
+        result = AgentBlockResult(self.name, np.full(shape, np.nan), np.ones(shape))
+        result.rejections = agent._rejected[:MAX_MESSAGES]
+        result.rejected = len(agent._rejected)
+        agent._rejected.clear()
+        if out is not None:
+            self._accept(out, shape, result, errors)
+        result.bars = int(view.valid.sum())
+        result.errors = len(errors)
+        result.error_details = errors[:MAX_MESSAGES]
+        result.cpu_s = self.cpu_s - cpu_before
+        return result
+
+    def _accept(
+        self, out: Any, shape: tuple[int, int], result: AgentBlockResult, errors: list[HookError]
+    ) -> None:
+        """Check a batch hook's output; drop and count invalid entries."""
+        weights, confidences = out if isinstance(out, tuple) else (out, None)
+        try:
+            w = np.asarray(weights, dtype=np.float64)
+            c = np.ones(shape) if confidences is None else np.asarray(confidences, dtype=np.float64)
+            if w.shape != shape or c.shape != shape:
+                raise ValueError(f"expected arrays of shape {shape}, got {w.shape} and {c.shape}")
+        except (TypeError, ValueError) as exc:
+            errors.append(HookError("on_batch", 0, f"invalid on_batch result: {exc}", ""))
+            return
+        present = ~np.isnan(w)
+        bad = present & ~(np.isfinite(w) & (np.abs(w) <= 1.0) & (c >= 0.0) & (c <= 1.0))
+        if bad.any():
+            rows, cols = np.nonzero(bad)
+            for r, col in zip(rows[:MAX_MESSAGES].tolist(), cols[:MAX_MESSAGES].tolist(), strict=True):
+                result.rejections.append(
+                    f"{self.agent.symbols[col]} row {r}: weight {w[r, col]} / confidence {c[r, col]} "
+                    "outside [-1, 1] / [0, 1]"
+                )
+            result.rejected += int(bad.sum())
+            w = np.where(bad, np.nan, w)
+        result.weights, result.confidences = w, c
+        result.signals = int((present & ~bad).sum())

@@ -1,0 +1,118 @@
+"""The run summary: per agent and for the portfolio; printed as a table or as JSON (``--json``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.table import Table
+
+
+class AgentSummary(BaseModel):
+    name: str
+    class_: str = Field(serialization_alias="class")
+    isolation: str
+    bars: int = Field(description="Bars delivered to the agent.")
+    signals: int = Field(description="Valid signals the agent emitted.")
+    signals_rejected: int = Field(description="Invalid signals dropped (NaN, out of range, unknown symbol).")
+    orders: int = Field(description="Portfolio orders that carried part of this agent's demand.")
+    orders_denied: int
+    fills: int = Field(description="Fills attributed to the agent (venue fills and internal crosses).")
+    realized_pnl: float = Field(description="Average-cost realized P&L, net of fees.")
+    unrealized_pnl: float
+    fees: float
+    equity: float = Field(description="Capital allocated + realized + unrealized P&L.")
+    capital: float
+    cpu_s: float = Field(description="CPU seconds spent in the agent's hooks.")
+    errors: int = Field(description="Exceptions raised by the agent's hooks.")
+    last_error: str | None = None
+
+
+class PortfolioSummary(BaseModel):
+    initial_capital: float
+    equity: float
+    cash: float
+    pnl: float
+    gross_exposure: float
+    net_exposure: float
+    orders: int
+    orders_denied: int
+    fills: int
+    internal_crosses: int
+    fees: float
+    positions: dict[str, float]
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    status: str = Field(description="completed, interrupted or failed.")
+    ledger: str
+    currency: str
+    bars: int = Field(description="Time steps replayed.")
+    symbols: list[str]
+    elapsed_s: float
+    startup_s: float = Field(description="Seconds from launch until every agent was ready.")
+    data_issues: int = Field(description="Records the feed skipped (see data_issue_samples).")
+    data_issue_samples: list[str]
+    agents: list[AgentSummary]
+    portfolio: PortfolioSummary
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+
+def _money(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+def render(summary: RunSummary, console: Console, max_agents: int = 60) -> None:
+    """Print the summary as tables (agents sorted by equity, best first)."""
+    table = Table(title=f"run {summary.run_id} ({summary.status})", title_justify="left")
+    for col in (
+        "agent",
+        "class",
+        "tier",
+        "bars",
+        "signals",
+        "orders",
+        "fills",
+        "realized",
+        "unrealized",
+        "cpu s",
+        "errors",
+    ):
+        table.add_column(col, justify="left" if col in ("agent", "class", "tier") else "right")
+    ranked = sorted(summary.agents, key=lambda a: a.equity, reverse=True)
+    for a in ranked[:max_agents]:
+        table.add_row(
+            a.name,
+            a.class_.rpartition(":")[2],
+            a.isolation,
+            str(a.bars),
+            str(a.signals),
+            str(a.orders),
+            str(a.fills),
+            _money(a.realized_pnl),
+            _money(a.unrealized_pnl),
+            f"{a.cpu_s:.2f}",
+            f"[red]{a.errors}[/red]" if a.errors else "0",
+        )
+    if len(ranked) > max_agents:
+        table.caption = f"{len(ranked) - max_agents} more agents: see --json"
+    console.print(table)
+    p = summary.portfolio
+    console.print(
+        f"portfolio: equity {_money(p.equity)} {summary.currency} (P&L {_money(p.pnl)}), "
+        f"gross exposure {_money(p.gross_exposure)}, orders {p.orders} ({p.orders_denied} denied), "
+        f"fills {p.fills}, internal crosses {p.internal_crosses}, fees {_money(p.fees)}"
+    )
+    console.print(
+        f"{summary.bars} bars x {len(summary.symbols)} symbols in {summary.elapsed_s:.1f} s "
+        f"(start-up {summary.startup_s:.1f} s); ledger {summary.ledger}"
+    )
+    if summary.data_issues:
+        console.print(f"[yellow]{summary.data_issues} data records skipped[/yellow], e.g.:")
+        for line in summary.data_issue_samples:
+            console.print(f"  {line}")
+    for a in summary.agents:
+        if a.errors:
+            console.print(f"[red]agent {a.name!r}: {a.errors} errors[/red], last: {a.last_error}")
