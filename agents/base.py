@@ -150,7 +150,20 @@ class Agent:
                 f"{who}: parameter {key!r} = {first.get('input')!r} is invalid: {first['msg']} "
                 f"(expected {expected_name}, default {declared.get(str(first['loc'][0]))!r})."
             ) from None
-        return dict(validated.model_dump())
+        values = {key: getattr(validated, key) for key in fields}
+        try:
+            cls.check_params(values)
+        except ValueError as exc:
+            raise ParameterError(f"{who}: {exc}") from None
+        return values
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Refuse a combination of parameter values: raise ValueError saying which, why and what to do.
+
+        Called with the type-checked values when the fleet loads, before any process starts, so a bad
+        combination is a config error (exit code 2). Default: accept everything.
+        """
 
     @property
     def params(self) -> Mapping[str, Any]:

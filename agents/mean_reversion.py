@@ -1,0 +1,160 @@
+"""Mean reversion: short when the close is far above its rolling mean, long when far below."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agents.base import Agent, BatchOutput, SignalOutput
+from agents.model import Bar, BarBatch, FloatArray, Signal
+from agents.rolling import SMALL_BATCH, RollingSums
+
+MIN_RELATIVE_STD = 1e-9
+"""A window whose standard deviation is at most this fraction of the close counts as flat: z = 0."""
+
+
+@dataclass
+class _Symbol:
+    sums: RollingSums  # of x = close - ref and of x * x
+    ref: float | None = None  # first close: centring keeps the sums of squares small
+    weight: float = 0.0  # current target; starts flat
+
+
+class MeanReversionAgent(Agent):
+    """Per symbol: z = (close - mean) / std over the last ``lookback`` valid closes, current bar included.
+
+    ``std`` is the sample standard deviation (ddof = 1); z is 0 when the window is flat. Target weight:
+    ``-size`` when z > entry_z, ``+size`` when z < -entry_z (a direct flip is allowed), 0 when
+    |z| < exit_z, otherwise unchanged. The agent starts flat and emits a Signal only when the target
+    changes. Confidence is ``min(1, |z| / (2 * entry_z))`` on entries and flips, 1 on exits. Bars with
+    ``valid`` False or a non-finite close are skipped, as if they did not exist.
+
+    Parameters: ``lookback`` (int, 20, at least 2); ``entry_z`` (float, 2.0) and ``exit_z`` (float, 0.5)
+    with 0 <= exit_z < entry_z; ``size`` (float, 1.0) the weight magnitude, in (0, 1].
+
+    Smallest config::
+
+        [[agents]]
+        class = "agents.mean_reversion:MeanReversionAgent"
+        params = { lookback = 20, entry_z = 2.0 }
+    """
+
+    lookback: int = 20
+    entry_z: float = 2.0
+    exit_z: float = 0.5
+    size: float = 1.0
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """lookback >= 2, 0 <= exit_z < entry_z and size in (0, 1], checked when the fleet loads."""
+        lookback, entry_z, exit_z, size = (params[k] for k in ("lookback", "entry_z", "exit_z", "size"))
+        if lookback < 2:
+            raise ValueError(
+                f"lookback = {lookback} is below 2; a standard deviation needs at least two "
+                "closes; e.g. lookback = 20."
+            )
+        if not 0.0 <= exit_z < entry_z:
+            raise ValueError(
+                f"exit_z = {exit_z} and entry_z = {entry_z} are invalid: need "
+                "0 <= exit_z < entry_z so that a position is entered before it can be exited; "
+                "e.g. entry_z = 2.0, exit_z = 0.5."
+            )
+        if not 0.0 < size <= 1.0:
+            raise ValueError(
+                f"size = {size} is outside (0, 1]; it is the weight magnitude as a fraction "
+                "of the agent's capital; e.g. size = 0.5 for half."
+            )
+
+    def on_start(self) -> None:
+        """Start with empty windows."""
+        self._size = float(self.size)
+        self._entry, self._exit = float(self.entry_z), float(self.exit_z)
+        self._state = {s: _Symbol(RollingSums.empty(self.lookback, 2)) for s in self.symbols}
+
+    def on_bar(self, bar: Bar) -> SignalOutput:
+        """Add the close to the symbol's window; return a Signal if the target weight changed."""
+        st = self._state.get(bar.symbol)
+        if st is None or not math.isfinite(bar.close):
+            return None
+        if st.ref is None:
+            st.ref = bar.close
+        k, x = self.lookback, bar.close - st.ref
+        st.sums.push(x, x * x)
+        if st.sums.count < k:
+            return None
+        total = st.sums.sum(0, k)
+        mean = total / k
+        var = (st.sums.sum(1, k) - total * mean) / (k - 1)
+        floor = MIN_RELATIVE_STD * abs(bar.close)
+        z = (x - mean) / math.sqrt(var) if var > floor * floor else 0.0
+        if z > self._entry:
+            weight = -self._size
+        elif z < -self._entry:
+            weight = self._size
+        elif abs(z) < self._exit:
+            weight = 0.0
+        else:
+            return None
+        if weight == st.weight:
+            return None
+        st.weight = weight
+        return Signal(bar.symbol, weight, min(1.0, abs(z) / (2.0 * self._entry)) if weight else 1.0)
+
+    def on_batch(self, batch: BarBatch) -> BatchOutput:
+        """Vectorized :meth:`on_bar` over a block of rows, one symbol at a time; same signals."""
+        if len(batch) < SMALL_BATCH:
+            return super().on_batch(batch)
+        weights = np.full((len(batch), len(self.symbols)), np.nan)
+        confidences = np.ones_like(weights)
+        for out, symbol in enumerate(self.symbols):
+            if symbol in batch.symbols:
+                col = batch.column(symbol)
+                rows = np.flatnonzero(batch.valid[:, col] & np.isfinite(batch.close[:, col]))
+                if rows.size:
+                    at, weight, confidence = self._column(self._state[symbol], batch.close[rows, col])
+                    weights[rows[at], out], confidences[rows[at], out] = weight, confidence
+        return weights, confidences
+
+    def _column(self, st: _Symbol, closes: FloatArray) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray]:
+        """Advance one symbol over its valid ``closes``: (positions that emit, their weights, confidences)."""
+        if st.ref is None:
+            st.ref = float(closes[0])
+        k, x = self.lookback, closes - st.ref
+        (sums,) = st.sums.extend(np.stack((x, x * x), axis=1), (k,))
+        full = np.arange(st.sums.count - closes.size + 1, st.sums.count + 1) >= k
+        total, x = sums[full, 0], x[full]
+        mean = total / k
+        var = (sums[full, 1] - total * mean) / (k - 1)
+        floor = MIN_RELATIVE_STD * np.abs(closes[full])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(var > floor * floor, (x - mean) / np.sqrt(var), 0.0)
+        hold = np.where(np.abs(z) < self._exit, 0.0, np.nan)
+        wanted = np.where(z > self._entry, -self._size, np.where(z < -self._entry, self._size, hold))
+        # Between the thresholds the target is held: carry the last decided one forward.
+        decided = np.maximum.accumulate(np.where(np.isnan(wanted), -1, np.arange(wanted.size)))
+        weight = np.where(decided >= 0, wanted[decided], st.weight)
+        emitted = weight != np.concatenate(([st.weight], weight[:-1]))
+        confidence = np.where(weight != 0, np.minimum(1.0, np.abs(z) / (2.0 * self._entry)), 1.0)
+        if weight.size:
+            st.weight = float(weight[-1])
+        return np.flatnonzero(emitted) + (closes.size - weight.size), weight[emitted], confidence[emitted]
+
+    def state(self) -> dict[str, Any]:
+        """Per symbol: the rolling sums, reference close and current target (plain, picklable data)."""
+        return {symbol: asdict(st) for symbol, st in self._state.items()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state` (call after ``on_start``); ``lookback`` must be the same."""
+        for symbol, saved in state.items():
+            if symbol in self._state:
+                sums = RollingSums.from_dict(saved["sums"])
+                if sums.span != self.lookback:
+                    raise ValueError(
+                        f"agent {self.name!r}: saved state for {symbol} has a window of {sums.span} bars "
+                        f"but lookback = {self.lookback}; restore with the same lookback."
+                    )
+                self._state[symbol] = _Symbol(sums, saved["ref"], saved["weight"])

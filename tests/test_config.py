@@ -1,0 +1,97 @@
+"""Config validation: every bad input names the file and the field, and says what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from federation.config import load_config
+from federation.errors import ConfigError
+
+GOOD = """
+[federation]
+capital = 50000
+[feed]
+kind = "synthetic"
+symbols = ["AAA"]
+[[agents]]
+class = "agents.momentum:MomentumAgent"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    return path
+
+
+def error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    return str(info.value)
+
+
+def test_good_config_and_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.federation.capital == 50000 and cfg.federation.block_size == 256
+    assert cfg.base_dir == tmp_path.resolve()
+    assert cfg.agents[0].isolation == "actor" and cfg.agents[0].count == 1
+
+
+def test_overrides(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD), overrides={"ledger": "sqlite:///x.db", "block_size": None})
+    assert cfg.federation.ledger == "sqlite:///x.db" and cfg.federation.block_size == 256
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml: config file not found"):
+        load_config("nope.toml")
+
+
+def test_toml_syntax_error_names_line(tmp_path: Path) -> None:
+    msg = error(tmp_path, "[federation]\ncapital = = 3\n")
+    assert "fleet.toml: invalid TOML" in msg and "line 2" in msg
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        (
+            GOOD.replace("capital = 50000", "capital = -5"),
+            "federation.capital: Input should be greater than 0",
+        ),
+        (
+            GOOD.replace("capital = 50000", "capitol = 5"),
+            "federation.capitol: Extra inputs are not permitted",
+        ),
+        (GOOD.replace('kind = "synthetic"', 'kind = "parquet"'), "feed: Input tag 'parquet'"),
+        (
+            GOOD.replace("agents.momentum:MomentumAgent", "agents.momentum"),
+            "agents[0].class: 'agents.momentum' is not",
+        ),
+        (GOOD + 'isolation = "shared"\n', "agents[0].isolation: isolation 'shared' is not available"),
+        (GOOD + "count = 0\n", "agents[0].count: Input should be greater than or equal to 1"),
+        (GOOD + "weight = 0\n", "agents[0].weight"),
+        (GOOD + "params = { fast = 3 }\ngrid = { fast = [1, 2] }\n", "fast set in both params and grid"),
+        (GOOD + "grid = { fast = [] }\n", "grid.fast is empty"),
+        (GOOD.replace("[[agents]]", "[[agent]]"), "agent: Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_fields_are_named(tmp_path: Path, snippet: str, expected: str) -> None:
+    msg = error(tmp_path, snippet)
+    assert msg.startswith(str(tmp_path / "fleet.toml")), msg
+    assert expected in msg, msg
+
+
+def test_no_agents(tmp_path: Path) -> None:
+    msg = error(tmp_path, '[feed]\nkind = "synthetic"\nsymbols = ["A"]\n')
+    assert "agents: Field required" in msg
+
+
+def test_csv_feed_dates(tmp_path: Path) -> None:
+    text = (
+        '[feed]\nkind = "csv"\npaths = { A = "a.csv" }\nstart = 2020-02-01\nend = 2020-01-01\n'
+        + GOOD.split("[feed]")[1].split("\n", 3)[3]
+    )
+    assert "start 2020-02-01 is after end 2020-01-01" in error(tmp_path, text)
