@@ -1,10 +1,14 @@
-"""The ``federation`` command line (typer + rich). Exit codes: 0 ok, 2 bad input, 1 internal failure."""
+"""The ``federation`` command line (typer + rich).
+
+Exit codes: 0 ok, 2 bad input (config, data file, agent class), 1 internal failure, 130 interrupted (Ctrl-C;
+the summary so far is still printed).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import keyword
 import logging
+import os
 import re
 import sys
 import traceback
@@ -20,7 +24,7 @@ from federation.config import load_config
 from federation.errors import UserInputError
 from federation.ledger import check_ledger_url
 
-EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 app = typer.Typer(
     name="federation",
@@ -67,16 +71,21 @@ def run(
     cfg = load_config(config, overrides={"ledger": ledger, "block_size": block_size})
     check_ledger_url(cfg.federation.ledger)
     supervisor = Supervisor(cfg, source=str(config), console=stderr, show_progress=not quiet)
-    # Agents' print() output reaches the driver's stdout through Ray; keep stdout for the JSON alone.
-    with contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext():
-        summary = supervisor.run()
     if json_output:
-        sys.stdout.write(summary.to_json() + "\n")
+        # Ray forwards workers' and its own output to this process's stdout; from here on everything
+        # written to file descriptor 1 goes to stderr, and the JSON alone to the real stdout.
         sys.stdout.flush()
+        json_out = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+    summary = supervisor.run()
+    if json_output:
+        json_out.write(summary.to_json() + "\n")
+        json_out.close()
     else:
-        render(summary, Console())
+        render(summary, Console(width=None if sys.stdout.isatty() else 160))
     if summary.status == "interrupted":
         stderr.print("[yellow]interrupted: the ledger holds everything up to the last whole block[/yellow]")
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 _IDENT = re.compile(r"[^0-9a-zA-Z_]+")
@@ -120,7 +129,7 @@ def main() -> None:
     """Console entry point: maps errors to exit codes and readable messages."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except UserInputError as exc:
         stderr.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True)
         sys.exit(EXIT_INPUT)
@@ -137,7 +146,7 @@ def main() -> None:
         traceback.print_exc()
         stderr.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}", highlight=False)
         sys.exit(EXIT_INTERNAL)
-    sys.exit(EXIT_OK)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ def render(summary: RunSummary, console: Console, max_agents: int = 60) -> None:
         "cpu s",
         "errors",
     ):
-        table.add_column(col, justify="left" if col in ("agent", "class", "tier") else "right")
+        text = col in ("agent", "class", "tier")
+        table.add_column(col, justify="left" if text else "right", no_wrap=True)
     ranked = sorted(summary.agents, key=lambda a: a.equity, reverse=True)
     for a in ranked[:max_agents]:
         table.add_row(

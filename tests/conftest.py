@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +16,9 @@ def ray_session() -> Iterator[None]:
     """Start Ray once per test session (start-up costs ~5 s here); every in-process run joins it."""
     import ray
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+    from federation.ray_runtime import ensure_ray
+
+    ensure_ray()
     yield
     ray.shutdown()
 

@@ -19,7 +19,7 @@ from agents import Agent, BarBatch, ParameterError
 from agents.mean_reversion import MeanReversionAgent
 from agents.momentum import SMALL_BATCH, MomentumAgent, RollingSums
 
-DATA = Path("/work/shared/data/lean/equity/usa/daily")
+DATA = Path(__file__).resolve().parents[1] / "examples" / "data" / "lean" / "daily"
 Signals = list[tuple[int, int, float, float]]
 
 AGENTS: list[tuple[type[Agent], dict[str, Any]]] = [
@@ -119,8 +119,8 @@ def spy() -> BarBatch:
 
 @pytest.fixture(scope="module")
 def market() -> BarBatch:
-    """SPY and FB; the FB file has fewer bars, so its column has invalid (NaN) rows."""
-    return make_batch({"SPY": load_lean_daily("spy"), "FB": load_lean_daily("fb")})
+    """SPY and GOOG; GOOG starts in 2004, so its column has invalid (NaN) rows before that."""
+    return make_batch({"SPY": load_lean_daily("spy"), "GOOG": load_lean_daily("goog")})
 
 
 @pytest.mark.parametrize(("cls", "params"), AGENTS, ids=AGENT_IDS)
