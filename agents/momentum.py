@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from agents.base import Agent, BatchOutput, SignalOutput
 from agents.model import Bar, BarBatch, FloatArray, Signal
-from agents.rolling import SMALL_BATCH, RollingSums
+from agents.rolling import SMALL_BATCH, RollingSums, signals_by_symbol
 
 FULL_CONFIDENCE_GAP = 0.05
 """Relative gap ``|fast - slow| / slow`` at which confidence reaches 1 (it rises linearly from 0)."""
@@ -104,16 +104,7 @@ class MomentumAgent(Agent):
         """Vectorized :meth:`on_bar` over a block of rows, one symbol at a time; same signals."""
         if len(batch) < SMALL_BATCH:
             return super().on_batch(batch)
-        weights = np.full((len(batch), len(self.symbols)), np.nan)
-        confidences = np.ones_like(weights)
-        for out, symbol in enumerate(self.symbols):
-            if symbol in batch.symbols:
-                col = batch.column(symbol)
-                rows = np.flatnonzero(batch.valid[:, col] & np.isfinite(batch.close[:, col]))
-                if rows.size:
-                    at, weight, confidence = self._column(self._state[symbol], batch.close[rows, col])
-                    weights[rows[at], out], confidences[rows[at], out] = weight, confidence
-        return weights, confidences
+        return signals_by_symbol(self.symbols, batch, lambda s, closes: self._column(self._state[s], closes))
 
     def _column(self, st: _Symbol, closes: FloatArray) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray]:
         """Advance one symbol over its valid ``closes``: (positions that emit, their weights, confidences)."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from agents.model import FloatArray
+from agents.model import BarBatch, FloatArray
 
 SMALL_BATCH = 16
 """Batches of fewer rows go through ``on_bar``: below this, numpy's per-call overhead costs more."""
@@ -86,3 +88,26 @@ class RollingSums:
         self.rings, self.totals = ring.T.tolist(), ext[last, end - base - last * size + size - 1].tolist()
         self.count = end
         return sums
+
+
+ColumnStep = Callable[[str, FloatArray], tuple[npt.NDArray[np.intp], FloatArray, FloatArray]]
+
+
+def signals_by_symbol(
+    symbols: tuple[str, ...], batch: BarBatch, step: ColumnStep
+) -> tuple[FloatArray, FloatArray]:
+    """A batch hook's (weights, confidences) built one symbol at a time.
+
+    ``step(symbol, closes)`` advances that symbol over its valid closes in the batch and returns the
+    positions (into ``closes``) where it emits a signal, with their weights and confidences.
+    """
+    weights = np.full((len(batch), len(symbols)), np.nan)
+    confidences = np.ones_like(weights)
+    for out, symbol in enumerate(symbols):
+        if symbol in batch.symbols:
+            col = batch.column(symbol)
+            rows = np.flatnonzero(batch.valid[:, col] & np.isfinite(batch.close[:, col]))
+            if rows.size:
+                at, weight, confidence = step(symbol, batch.close[rows, col])
+                weights[rows[at], out], confidences[rows[at], out] = weight, confidence
+    return weights, confidences

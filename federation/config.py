@@ -51,9 +51,14 @@ class CsvFeedConfig(_Model):
 
     kind: Literal["csv"]
     format: Literal["generic", "lean"] = Field(
-        "generic", description="'generic': header + OHLCV; 'lean': QuantConnect LEAN equity daily/hour."
+        "generic",
+        description="'generic': header + OHLCV; 'lean': QuantConnect LEAN equity daily, hour or minute bars.",
     )
-    paths: dict[str, Path] = Field(min_length=1, description="Symbol -> CSV file.")
+    paths: dict[str, Path | list[Path]] = Field(
+        min_length=1,
+        description="Symbol -> CSV file, list of files, or glob pattern ('*', '?'); one symbol's files are "
+        "joined in time order.",
+    )
     timezone: str | None = Field(
         None, description="Zone of naive timestamps; default UTC (generic) or America/New_York (lean)."
     )
@@ -62,6 +67,14 @@ class CsvFeedConfig(_Model):
     on_invalid: Literal["skip", "error"] = Field(
         "skip", description="Bad records (NaN, <= 0, high < low, out of order, duplicate): skip or stop."
     )
+
+    @field_validator("paths")
+    @classmethod
+    def _no_empty_list(cls, value: dict[str, Path | list[Path]]) -> dict[str, Path | list[Path]]:
+        for symbol, files in value.items():
+            if isinstance(files, list) and not files:
+                raise ValueError(f"{symbol}: the list of files is empty; give at least one path or a glob")
+        return value
 
     @model_validator(mode="after")
     def _start_before_end(self) -> CsvFeedConfig:

@@ -7,9 +7,6 @@ import os
 
 import ray
 
-STARTUP_CONCURRENCY = 32
-"""Worker processes the raylet may start at once (``RAY_worker_maximum_startup_concurrency``)."""
-
 
 def ensure_ray(address: str | None = None) -> None:
     """Join ``address`` (or ``RAY_ADDRESS``), or start a local Ray; no-op if this process already did.
@@ -21,9 +18,6 @@ def ensure_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Ray starts at most num_cpus worker processes at a time; agents are num_cpus=0 actors, so on a
-    # small machine that serializes the fleet's start-up (24 agents: 33 s -> 18 s here, docs/benchmarks.md).
-    os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(STARTUP_CONCURRENCY))
     ray.init(
         address=address,
         include_dashboard=False,

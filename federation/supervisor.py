@@ -143,6 +143,9 @@ class Supervisor:
         except KeyboardInterrupt:
             status = "interrupted"
             report = ray.get(execution.finish.remote())
+        except BaseException as exc:
+            ledger.end_run(self.run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+            raise
         finally:
             for runner in runners:
                 runner.kill()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+import textwrap
+import tomllib
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +13,18 @@ import numpy as np
 import pytest
 
 from federation import feeds
-from federation.config import CsvFeedConfig, SyntheticFeedConfig
+from federation.config import CsvFeedConfig, SyntheticFeedConfig, load_config
 from federation.errors import ConfigError, DataError
 from federation.feeds import DataIssue, MarketData, load_feed
 from federation.feeds.synthetic import year_fraction
 
 LEAN_DIR = Path(__file__).resolve().parents[1] / "examples" / "data" / "lean" / "daily"
+MINUTE_DIR = Path(__file__).resolve().parents[1] / "examples" / "data" / "lean" / "minute"
+SPY_DAYS = ["20131004", "20131007", "20131008", "20131009", "20131010", "20131011"]
 HEADER = "timestamp,open,high,low,close,volume\n"
+
+
+UTC_MINUS_4 = timezone(timedelta(hours=-4))  # New York in October 2013 (EDT)
 
 
 def ns(text: str) -> int:
@@ -30,8 +38,8 @@ def write(folder: Path, name: str, text: str) -> Path:
     return path
 
 
-def load(folder: Path, paths: dict[str, str], **options: Any) -> MarketData:
-    config = CsvFeedConfig(kind="csv", paths={s: Path(p) for s, p in paths.items()}, **options)
+def load(folder: Path, paths: dict[str, Any], **options: Any) -> MarketData:
+    config = CsvFeedConfig(kind="csv", paths=paths, **options)
     return load_feed(config, base_dir=folder, seed=0)
 
 
@@ -182,6 +190,160 @@ def test_lean_file_with_a_header_is_an_error(tmp_path: Path) -> None:
     write(tmp_path, "x.csv", HEADER + "20240102 00:00,1,1,1,1,1\n")
     with pytest.raises(DataError, match=r"x\.csv:1: .*format = \"generic\""):
         load(tmp_path, {"X": "x.csv"}, format="lean")
+
+
+# --- LEAN minute, several files per symbol ---------------------------------------------------------
+
+
+def minute_rows(day: str) -> list[str]:
+    return (MINUTE_DIR / "spy" / f"{day}_spy_minute_trade.csv").read_text().splitlines()
+
+
+def lean_minute(paths: Any, **options: Any) -> MarketData:
+    config = CsvFeedConfig(kind="csv", format="lean", paths={"SPY": paths}, **options)
+    return load_feed(config, base_dir=MINUTE_DIR, seed=0)
+
+
+def test_lean_minute_glob_over_real_files() -> None:
+    data = lean_minute("spy/*_trade.csv")
+    assert data.issues == ()
+    assert len(data) == sum(len(minute_rows(day)) for day in SPY_DAYS) == 4839
+    # 20131004_spy_minute_trade.csv line 1: 14760000,1676500,1676500,1676500,1676500,20000
+    # 14,760,000 ms after midnight = 04:06 New York (EDT, UTC-4) = 08:06 UTC.
+    assert minute_rows("20131004")[0] == "14760000,1676500,1676500,1676500,1676500,20000"
+    assert data.ts[0] == ns("2013-10-04T08:06:00+00:00")
+    assert (data.open[0, 0], data.high[0, 0], data.low[0, 0], data.close[0, 0]) == (167.65,) * 4
+    assert data.volume[0, 0] == 20_000
+    # 20131011 last line: 71940000,1704100,... = 19:59 New York = 23:59 UTC.
+    assert data.ts[-1] == ns("2013-10-11T23:59:00+00:00")
+    assert data.close[-1, 0] == 170.41
+    assert bool(np.all(np.diff(data.ts) > 0))
+    # One session per file: the first bar of each day is the file's first row.
+    new_york_days = [str(datetime.fromtimestamp(t / 1e9, UTC_MINUS_4).date()) for t in data.ts.tolist()]
+    counts = {day: new_york_days.count(day) for day in dict.fromkeys(new_york_days)}
+    assert counts == {f"{d[:4]}-{d[4:6]}-{d[6:]}": len(minute_rows(d)) for d in SPY_DAYS}
+
+
+def test_lean_minute_list_of_paths_equals_the_glob_in_any_order() -> None:
+    by_glob = lean_minute("spy/2013100?_spy_minute_trade.csv")
+    listed = [Path(f"spy/{day}_spy_minute_trade.csv") for day in SPY_DAYS[:4]]
+    for paths in (listed, listed[::-1]):
+        data = lean_minute(paths)
+        assert np.array_equal(data.ts, by_glob.ts)
+        assert np.array_equal(data.close, by_glob.close)
+        assert np.array_equal(data.volume, by_glob.volume)
+    assert len(by_glob) == sum(len(minute_rows(day)) for day in SPY_DAYS[:4])
+
+
+def test_lean_minute_start_end_select_sessions() -> None:
+    data = lean_minute("spy/*_trade.csv", start="2013-10-08", end="2013-10-08")
+    assert len(data) == len(minute_rows("20131008"))
+    assert data.ts[0] == ns("2013-10-08T08:00:00+00:00")  # 14400000 ms = 04:00 New York
+
+
+def test_lean_minute_paths_in_a_toml_config(tmp_path: Path) -> None:
+    folder = MINUTE_DIR / "spy"
+    agents = '[[agents]]\nclass = "agents.momentum:MomentumAgent"\n'
+    glob_toml = f'[feed]\nkind = "csv"\nformat = "lean"\npaths = {{ SPY = "{folder}/*_trade.csv" }}\n'
+    list_toml = (
+        f'[feed]\nkind = "csv"\nformat = "lean"\n[feed.paths]\nSPY = ["{folder}/20131004_spy_minute_trade.csv",'
+        f' "{folder}/20131007_spy_minute_trade.csv"]\n'
+    )
+    write(tmp_path, "glob.toml", glob_toml + agents)
+    write(tmp_path, "list.toml", list_toml + agents)
+    by_glob = load_config(tmp_path / "glob.toml").feed
+    listed = load_config(tmp_path / "list.toml").feed
+    assert isinstance(by_glob, CsvFeedConfig) and isinstance(listed, CsvFeedConfig)
+    assert by_glob.paths == {"SPY": folder / "*_trade.csv"}
+    assert listed.paths["SPY"] == [folder / f"{day}_spy_minute_trade.csv" for day in SPY_DAYS[:2]]
+    assert len(load_feed(by_glob, base_dir=tmp_path, seed=0)) == 4839
+    assert len(load_feed(listed, base_dir=tmp_path, seed=0)) == 711 + 828
+
+
+def test_the_documented_paths_examples_load() -> None:
+    doc = feeds.__doc__ or ""
+    snippets = [part.split("\n\n", 1)[0] for part in doc.split("::\n\n")[1:]]
+    configs = [textwrap.dedent(s) for s in snippets if s.startswith("    [feed]")]
+    assert len(configs) == 2
+    lengths = []
+    for text in configs:
+        feed = CsvFeedConfig(**tomllib.loads(text)["feed"])
+        lengths.append(len(load_feed(feed, base_dir=MINUTE_DIR.parents[2], seed=0)))
+    assert lengths == [4839, 711 + 828]
+
+
+def test_empty_list_of_paths_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="SPY: the list of files is empty"):
+        CsvFeedConfig(kind="csv", paths={"SPY": []})
+
+
+def test_glob_without_match_is_an_error() -> None:
+    with pytest.raises(DataError, match=r"spy/\*_quote\.csv: the glob pattern of SPY matches no file"):
+        lean_minute("spy/*_quote.csv")
+
+
+def test_file_listed_twice_is_an_error() -> None:
+    with pytest.raises(DataError, match=r"20131004_spy_minute_trade\.csv: listed more than once for SPY"):
+        lean_minute(["spy/20131004_spy_minute_trade.csv", "spy/20131004_*.csv"])
+
+
+QUOTE_ROW = "14400000,1674200,1675800,1674200,1675600,20000,1678700,1678700,1676000,1676000,20000\n"
+
+
+@pytest.mark.parametrize("name", ["20131004_spy_minute_quote.csv", "20131004_spy_bars.csv"])
+def test_lean_quote_bars_are_refused(tmp_path: Path, name: str) -> None:
+    write(tmp_path, name, QUOTE_ROW)
+    with pytest.raises(DataError, match=r"quote bars are not supported: use the \*_trade\.csv files"):
+        load(tmp_path, {"SPY": name}, format="lean")
+
+
+def test_lean_minute_file_needs_a_date_prefix(tmp_path: Path) -> None:
+    write(tmp_path, "spy_minute_trade.csv", "\n".join(minute_rows("20131004")) + "\n")
+    with pytest.raises(DataError, match=r"spy_minute_trade\.csv: .*must start with YYYYMMDD_"):
+        load(tmp_path, {"SPY": "spy_minute_trade.csv"}, format="lean")
+    write(tmp_path, "20131304_spy_minute_trade.csv", "14760000,1,1,1,1,1\n")  # month 13
+    with pytest.raises(DataError, match="must start with YYYYMMDD_"):
+        load(tmp_path, {"SPY": "20131304_spy_minute_trade.csv"}, format="lean")
+
+
+@pytest.mark.parametrize("value", ["86400000", "09:30", "20131004 09:30"])
+def test_lean_minute_bad_time_is_an_error(tmp_path: Path, value: str) -> None:
+    write(tmp_path, "20131004_x_minute_trade.csv", f"34200000,1,1,1,1,1\n{value},1,1,1,1,1\n")
+    with pytest.raises(DataError, match=rf"_trade\.csv:2: column 1 \(time\): '{value}' is not milliseconds"):
+        load(tmp_path, {"X": "20131004_x_minute_trade.csv"}, format="lean")
+
+
+def test_issues_across_files_name_each_file_and_its_own_lines(tmp_path: Path) -> None:
+    first = write(
+        tmp_path,
+        "20240102_a_minute_trade.csv",
+        "34200000,10000,10000,10000,10000,1\n34260000,10000,10000,10000,10000,1\n",
+    )
+    second = write(
+        tmp_path,
+        "20240102_b_minute_trade.csv",
+        "34260000,10000,10000,10000,10000,1\n"  # 09:31 again: duplicate of the first file's line 2
+        "34320000,10000,10000,10000,10000,1\n"
+        "34380000,10000,10000,10000,0,1\n",  # close 0
+    )
+    data = load(tmp_path, {"X": "2024*.csv"}, format="lean")
+    assert data.ts.tolist() == [ns(f"2024-01-02T14:3{m}:00+00:00") for m in (0, 1, 2)]
+    assert [(i.file, i.line) for i in data.issues] == [(str(second), 1), (str(second), 3)]
+    assert data.issues[0].reason == f"duplicate timestamp 2024-01-02T14:31:00Z (same as line 2 of {first})"
+    assert data.issues[1].reason.startswith("close 0 is not positive")
+    with pytest.raises(
+        DataError, match=rf"^{re.escape(str(second))}:1: X: duplicate timestamp .*on_invalid = \"skip\""
+    ):
+        load(tmp_path, {"X": "2024*.csv"}, format="lean", on_invalid="error")
+
+
+def test_out_of_order_within_a_later_file_cites_its_own_line(tmp_path: Path) -> None:
+    write(tmp_path, "20240102_a.csv", "34200000,1,1,1,1,1\n")
+    second = write(tmp_path, "20240103_a.csv", "34260000,1,1,1,1,1\n\n34200000,1,1,1,1,1\n")
+    data = load(tmp_path, {"X": ["20240103_a.csv", "20240102_a.csv"]}, format="lean")
+    assert len(data) == 2
+    assert [(i.file, i.line) for i in data.issues] == [(str(second), 3)]
+    assert data.issues[0].reason.endswith("(earlier than 2024-01-03T14:31:00Z at line 1)")
 
 
 # --- alignment, blocks, last_close -----------------------------------------------------------------

@@ -158,6 +158,9 @@ def test_agent_failing_in_on_start_stops_the_run_naming_it(tmp_path: Path) -> No
         AgentLoadError, match="agent 'broken-one' failed in on_start: RuntimeError: model file missing"
     ):
         run_fleet(load_config(config))
+    ledger = ledger_for(config)
+    (run,) = ledger.runs()
+    assert run["status"] == "failed", "a run that could not start is not left 'running'"
 
 
 def test_example_custom_agent_config_runs() -> None:

@@ -59,9 +59,6 @@ class _ExecutionService:
             self.ledger = None
         return report
 
-    def ping(self) -> bool:
-        return True
-
 
 ExecutionActor: Any = ray.remote(_ExecutionService).options(num_cpus=0, max_restarts=0)
 """The Ray actor class; create with ``ExecutionActor.remote(**kwargs)`` (same arguments as the service)."""

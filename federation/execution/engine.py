@@ -83,8 +83,6 @@ class BlockOutcome:
     """Fills attributed to each agent in the block (to deliver through ``on_fill``)."""
 
     fills: dict[str, list[Fill]] = field(default_factory=dict)
-    orders: int = 0
-    denied: int = 0
 
 
 def pro_rata(total: int, weights: list[int]) -> list[int]:

@@ -1,13 +1,13 @@
 """Market-data feeds: load bars into one :class:`MarketData` (all symbols on one time axis).
 
 ``load_feed(config.feed, base_dir=config.base_dir, seed=config.federation.seed)`` reads the ``[feed]`` of
-a fleet config: ``kind = "csv"`` replays one CSV file per symbol, ``kind = "synthetic"`` generates seeded
-correlated random walks (:mod:`federation.feeds.synthetic`).
+a fleet config: ``kind = "csv"`` replays CSV files (one or several per symbol), ``kind = "synthetic"``
+generates seeded correlated random walks (:mod:`federation.feeds.synthetic`).
 
 Generic CSV format (``format = "generic"``, the default)
 ---------------------------------------------------------
-One UTF-8 file per symbol (a byte-order mark is allowed), comma-separated with standard CSV quoting, a
-header row first; blank lines are ignored.
+One UTF-8 file per symbol, or several (see below); a byte-order mark is allowed. Comma-separated with
+standard CSV quoting, a header row first (in every file); blank lines are ignored.
 
 - Columns, matched case-insensitively, in any order; other columns are ignored:
   a time column named ``timestamp``, ``time``, ``datetime`` or ``date`` (the first of these present is
@@ -36,10 +36,49 @@ price <= 0, negative volume, high < low, open or close outside [low, high], a ti
 the previous record's) is skipped and listed in ``MarketData.issues`` (``on_invalid = "skip"``, the
 default), or stops the load with the file, line and reason (``on_invalid = "error"``).
 
-``format = "lean"`` reads QuantConnect LEAN equity daily/hour files: no header, rows
-``YYYYMMDD HH:MM,open,high,low,close,volume`` with prices in deci-cents (divided by 10,000), times in
-``timezone`` (default America/New_York). ``start`` / ``end`` keep the records whose date, in the feed's
-timezone, is within [start, end].
+``start`` / ``end`` keep the records whose date, in the feed's timezone, is within [start, end].
+
+Several files per symbol
+------------------------
+A ``paths`` value is one file, a list of files, or a glob pattern (a path containing ``*`` or ``?``; the
+matches are sorted, and a pattern matching no file is an error). Relative paths and patterns are
+resolved against the config file's folder. A symbol's files are joined in time order (ordered by their
+first record, whatever order they are listed in) and validated as one series: a record at or before one
+of an earlier file is reported as a duplicate or out of order. Every issue names its own file and line.
+A glob (in ``examples/fleet.toml``'s folder, six days of SPY minute bars)::
+
+    [feed]
+    kind = "csv"
+    format = "lean"
+    paths = { SPY = "data/lean/minute/spy/*_trade.csv" }
+
+and the same as a list of files (here the first two days)::
+
+    [feed]
+    kind = "csv"
+    format = "lean"
+    [feed.paths]
+    SPY = [
+        "data/lean/minute/spy/20131004_spy_minute_trade.csv",
+        "data/lean/minute/spy/20131007_spy_minute_trade.csv",
+    ]
+
+LEAN format (``format = "lean"``)
+---------------------------------
+QuantConnect LEAN equity **trade** bars: no header, six columns ``time,open,high,low,close,volume``,
+prices in deci-cents (divided by 10,000), volume in shares, times in ``timezone`` (default
+America/New_York). Each file's first row tells which kind it is:
+
+- daily / hour (``spy.csv``): the time is ``YYYYMMDD HH:MM``, e.g.
+  ``19980102 00:00,973100,975300,965300,973600,2150000`` (a daily bar is stamped 00:00 of its day).
+- minute (``20131004_spy_minute_trade.csv``, one file per day): the time is an integer, milliseconds since
+  local midnight (0 .. 86399999), and the date comes from the file name, which must start with
+  ``YYYYMMDD_``; e.g. ``14760000,1676500,1676500,1676500,1676500,20000`` in that file is the bar of
+  2013-10-04 04:06 New York (08:06 UTC) at $167.65. LEAN stamps a minute bar with its start; the files
+  include pre- and post-market bars (04:00 to 20:00).
+
+LEAN quote bars (``*_quote.csv``, 11 bid/ask columns) and tick files (``*_tick.csv``) are not bars of this
+kind and are refused: use the ``*_trade.csv`` files.
 """
 
 from __future__ import annotations

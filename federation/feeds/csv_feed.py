@@ -1,14 +1,20 @@
-"""Historical replay from CSV files, one per symbol: the generic header format and LEAN equity daily/hour.
+"""Historical replay from CSV files: the generic header format and LEAN equity daily/hour/minute trade bars.
 
-The generic format is documented in :mod:`federation.feeds`. A file that cannot be read as asked (missing
-file, missing header column, unparseable time) stops the load with :class:`DataError`; a record with a bad
-value (non-numeric or failing :mod:`federation.feeds.validation`) is skipped or stops the load according
-to ``on_invalid``.
+The formats are documented in :mod:`federation.feeds`. A symbol's data is one file, a list of files or a
+glob pattern; its files are read one by one, joined in time order (by each file's first record) and then
+validated as one series, so the order and duplicate checks span files while every issue names its own
+file and line. A file that cannot be read as asked (missing file, missing header column, unparseable
+time, a LEAN quote or tick file) stops the load with :class:`DataError`; a record with a bad value
+(non-numeric or failing :mod:`federation.feeds.validation`) is skipped or stops the load according to
+``on_invalid``.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
+import glob
+import re
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -20,13 +26,20 @@ from agents.model import FloatArray
 from federation.config import CsvFeedConfig
 from federation.errors import ConfigError, DataError
 from federation.feeds.market_data import OHLCV, DataIssue, MarketData, SymbolBars
-from federation.feeds.validation import validate
+from federation.feeds.validation import SKIP_HINT, validate
 
 TIME_COLUMNS = ("timestamp", "time", "datetime", "date")
 """Accepted names of the generic format's time column; the first one present in this order is used."""
 
 LEAN_PRICE_SCALE = 10_000
 """LEAN equity prices are integers in deci-cents (1/10,000 of a dollar)."""
+
+GLOB_CHARACTERS = ("*", "?")
+"""A ``feed.paths`` entry containing one of these is a glob pattern."""
+
+_MS_PER_DAY = 86_400_000
+# The reference to an earlier record at the end of validation's order messages: "... line 12)".
+_EARLIER_LINE = re.compile(r"line (\d+)\)$")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
@@ -43,24 +56,116 @@ def load_csv(config: CsvFeedConfig, *, base_dir: Path) -> MarketData:
     zone = _zone(config)
     series: list[SymbolBars] = []
     issues: list[DataIssue] = []
-    for symbol, path in config.paths.items():
-        file = path if path.is_absolute() else base_dir / path
-        if config.format == "lean":
-            bars, problems = _parse_lean(file, symbol, zone)
-        else:
-            bars, problems = _parse_generic(file, symbol, zone)
+    for symbol, entry in config.paths.items():
+        files, label = _files(entry, symbol, base_dir)
+        parse = _parse_lean if config.format == "lean" else _parse_generic
+        parsed = [parse(file, symbol, zone) for file in files]
+        bars, problems, sources = _join(parsed, symbol, label)
         bars = _in_window(bars, config, zone)
-        clean, found = validate(bars, on_invalid=config.on_invalid, problems=problems)
+        clean, found = validate(bars, on_invalid="skip", problems=problems)
+        found = [sources.localize(issue) for issue in found]
+        if found and config.on_invalid == "error":
+            raise DataError(f"{found[0]}; {SKIP_HINT}")
         if len(clean) == 0 and not found:
-            raise DataError(f"{file}: no data rows for {symbol}; add bars or remove the file from feed.paths")
-        if len(clean) == 0:
             raise DataError(
-                f"{file}: no valid records for {symbol}; {len(found)} skipped, the first: "
-                f"{found[0].reason} (line {found[0].line}); check the file and feed.format"
+                f"{label}: no data rows for {symbol}; add bars or remove the file from feed.paths"
+            )
+        if len(clean) == 0:
+            first = found[0]
+            where = f"line {first.line}" if first.file == label else f"{first.file}:{first.line}"
+            raise DataError(
+                f"{label}: no valid records for {symbol}; {len(found)} skipped, the first: "
+                f"{first.reason} ({where}); check the file and feed.format"
             )
         series.append(clean)
         issues.extend(found)
     return MarketData.align(series, issues)
+
+
+def _files(entry: Path | list[Path], symbol: str, base_dir: Path) -> tuple[list[Path], str]:
+    """The files of one ``feed.paths`` entry (globs expanded, sorted) and a label for messages."""
+    items = entry if isinstance(entry, list) else [entry]
+    files: list[Path] = []
+    for item in items:
+        if not any(char in str(item) for char in GLOB_CHARACTERS):
+            files.append(item if item.is_absolute() else base_dir / item)
+            continue
+        pattern = str(item) if item.is_absolute() else str(Path(glob.escape(str(base_dir))) / item)
+        matches = sorted(Path(match) for match in glob.glob(pattern) if Path(match).is_file())
+        if not matches:
+            shown = item if item.is_absolute() else base_dir / item
+            raise DataError(
+                f"{shown}: the glob pattern of {symbol} matches no file; check feed.paths (relative "
+                "patterns are resolved against the config file's folder)"
+            )
+        files.extend(matches)
+    seen: set[Path] = set()
+    for file in files:
+        if file in seen:
+            raise DataError(f"{file}: listed more than once for {symbol} in feed.paths")
+        seen.add(file)
+    if len(items) == 1:
+        only = items[0]
+        label = str(only if only.is_absolute() else base_dir / only)
+    else:
+        label = f"{files[0]} and {len(files) - 1} more files"
+    return files, label
+
+
+class _Sources:
+    """Where the records of several joined files came from: maps joined line numbers back to each file.
+
+    File ``k``'s lines are numbered ``offsets[k] + line``, so the numbers stay unique and increasing.
+    """
+
+    def __init__(self, files: list[str], offsets: list[int]) -> None:
+        self.files = files
+        self.offsets = offsets
+
+    def locate(self, line: int) -> tuple[str, int]:
+        k = bisect.bisect_right(self.offsets, line - 1) - 1
+        return self.files[k], line - self.offsets[k]
+
+    def localize(self, issue: DataIssue) -> DataIssue:
+        """The issue with its own file and line; an earlier record it cites is named the same way."""
+        if len(self.files) == 1:
+            return issue
+        file, line = self.locate(issue.line)
+        reason = issue.reason
+        if reason.startswith(("duplicate timestamp", "timestamp ")):
+
+            def earlier(match: re.Match[str]) -> str:
+                other, other_line = self.locate(int(match.group(1)))
+                return f"line {other_line})" if other == file else f"line {other_line} of {other})"
+
+            reason = _EARLIER_LINE.sub(earlier, reason)
+        return DataIssue(file, line, issue.symbol, reason)
+
+
+def _join(
+    parsed: list[tuple[SymbolBars, dict[int, str]]], symbol: str, label: str
+) -> tuple[SymbolBars, dict[int, str], _Sources]:
+    """One symbol's files as one series: ordered by their first record's time (empty files last)."""
+    if len(parsed) == 1:
+        bars, problems = parsed[0]
+        return bars, problems, _Sources([bars.file], [0])
+    parsed = sorted(parsed, key=lambda item: int(item[0].ts[0]) if len(item[0]) else _MAX_NS)
+    offsets: list[int] = []
+    joined_problems: dict[int, str] = {}
+    offset = 0
+    for bars, found in parsed:
+        offsets.append(offset)
+        joined_problems.update({offset + line: reason for line, reason in found.items()})
+        offset += int(bars.line[-1]) if len(bars) else 0
+    columns = [np.concatenate([getattr(bars, name) for bars, _ in parsed]) for name in OHLCV]
+    joined = SymbolBars(
+        symbol,
+        label,
+        np.concatenate([bars.line + start for (bars, _), start in zip(parsed, offsets, strict=True)]),
+        np.concatenate([bars.ts for bars, _ in parsed]),
+        *columns,
+    )
+    return joined, joined_problems, _Sources([bars.file for bars, _ in parsed], offsets)
 
 
 def _zone(config: CsvFeedConfig) -> ZoneInfo:
@@ -87,7 +192,7 @@ def _in_window(bars: SymbolBars, config: CsvFeedConfig, zone: ZoneInfo) -> Symbo
         first, last = (_local_date(int(t), zone) for t in (bars.ts.min(), bars.ts.max()))
         raise DataError(
             f"{bars.file}: no records of {bars.symbol} between start {config.start} and end {config.end} "
-            f"(the file covers {first} to {last}); change start/end in [feed]"
+            f"(the data covers {first} to {last}); change start/end in [feed]"
         )
     return bars.take(keep)
 
@@ -183,7 +288,21 @@ def _parse_generic(file: Path, symbol: str, zone: ZoneInfo) -> tuple[SymbolBars,
 
 
 def _parse_lean(file: Path, symbol: str, zone: ZoneInfo) -> tuple[SymbolBars, dict[int, str]]:
+    """A LEAN equity trade-bar file; the first row tells daily/hour ("YYYYMMDD HH:MM") from minute (ms)."""
     lines, rows = _read(file, symbol)
+    name = file.name.lower()
+    if name.endswith("_tick.csv"):
+        raise DataError(
+            f"{file}: a LEAN tick file; ticks are not bars and are not supported: use the minute, hour or "
+            "daily trade-bar files"
+        )
+    if name.endswith("_quote.csv") or (rows and len(rows[0]) == 11):
+        raise DataError(
+            f"{file}: a LEAN quote (bid/ask) bar file; quote bars are not supported: use the *_trade.csv "
+            "files (time,open,high,low,close,volume)"
+        )
+    first = rows[0][0].strip() if rows else ""
+    midnight = _file_date(file) if first.isascii() and first.isdigit() else None
     problems: dict[int, str] = {}
     for i in [i for i, row in enumerate(rows) if len(row) < 6]:
         problems[lines[i]] = (
@@ -194,8 +313,13 @@ def _parse_lean(file: Path, symbol: str, zone: ZoneInfo) -> tuple[SymbolBars, di
     stamps: list[int] = []
     for line, text in zip(lines, table[0], strict=True):
         try:
-            stamps.append(_parse_lean_time(text, zone))
-        except ValueError:
+            if midnight is None:
+                stamps.append(_parse_lean_time(text, zone))
+            else:
+                stamps.append(_parse_lean_ms(text, midnight, zone))
+        except ValueError as exc:
+            if midnight is not None:
+                raise DataError(f"{file}:{line}: column 1 (time): {exc}") from None
             hint = (
                 ""
                 if stamps
@@ -277,6 +401,31 @@ def _parse_lean_time(text: str, zone: ZoneInfo) -> int:
     if len(text) != 14 or text[8] != " " or text[11] != ":" or not text[:8].isdigit():
         raise ValueError(text)
     return _in_range(_to_ns(datetime.fromisoformat(f"{text[:8]}T{text[9:]}"), zone), text)
+
+
+def _file_date(file: Path) -> datetime:
+    """Midnight of the date a LEAN minute file is named after (``YYYYMMDD_...``): its rows hold no date."""
+    name = file.name
+    try:
+        if len(name) < 9 or name[8] != "_" or not name[:8].isdigit():
+            raise ValueError(name)
+        return datetime(int(name[:4]), int(name[4:6]), int(name[6:8]))
+    except ValueError:
+        raise DataError(
+            f"{file}: rows with a time in milliseconds since midnight (LEAN minute bars) take their date "
+            "from the file name, which must start with YYYYMMDD_ (e.g. 20131004_spy_minute_trade.csv); "
+            "rename the file"
+        ) from None
+
+
+def _parse_lean_ms(text: str, midnight: datetime, zone: ZoneInfo) -> int:
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) >= _MS_PER_DAY:
+        raise ValueError(
+            f"{text!r} is not milliseconds since midnight (0 to {_MS_PER_DAY - 1}) as in the other rows of "
+            "this LEAN minute file"
+        )
+    return _in_range(_to_ns(midnight + timedelta(milliseconds=int(text)), zone), text)
 
 
 def _looks_like_data(cell: str) -> bool:
