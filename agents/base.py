@@ -34,6 +34,8 @@ from pydantic import ConfigDict, ValidationError, create_model
 from agents.model import Bar, BarBatch, Fill, FloatArray, Signal
 
 SignalOutput = Signal | list[Signal] | None
+_RUNTIME_ATTRIBUTES = frozenset({"name", "symbols", "capital", "log"})
+"""Set by ``Agent.__init__``; a parameter of the same name would be overwritten or break the agent."""
 BatchOutput = FloatArray | tuple[FloatArray, FloatArray] | None
 
 
@@ -109,10 +111,15 @@ class Agent:
             if klass is object or klass is Agent:
                 continue
             for key, value in vars(klass).items():
-                if key.startswith("_") or key in Agent._base_attributes:
+                if key.startswith("_"):
                     continue
                 if callable(value) or isinstance(value, classmethod | staticmethod | property):
                     continue
+                if key in Agent._base_attributes or key in _RUNTIME_ATTRIBUTES:
+                    raise ParameterError(
+                        f"{cls.__name__}: class attribute {key!r} would replace the Agent's own {key!r}; "
+                        f"rename it (e.g. {key + '_'!r} or {'my_' + key!r})"
+                    )
                 found[key] = value
         return found
 

@@ -30,7 +30,7 @@ def _forward_fill(close: npt.NDArray[np.float64], seed: npt.NDArray[np.float64])
 
 
 class Aggregator:
-    """Keeps each agent's latest signal per symbol and turns new signals into target updates."""
+    """Turns each block's new signals into target updates (the last close carries across blocks)."""
 
     def __init__(
         self,
@@ -46,8 +46,6 @@ class Aggregator:
         self._capital = np.asarray(capital, dtype=np.float64)
         self._lot = lot_size
         self._last_close = np.full(len(symbols), np.nan)
-        self.latest_weight = np.full((len(agent_symbols), len(symbols)), np.nan)
-        """Latest accepted signal weight of each agent in each symbol (NaN: none yet)."""
 
     def targets(self, batch: BarBatch, results: Sequence[AgentBlockResult]) -> TargetUpdates:
         """Target updates for ``batch`` from each agent's result (``results[i]`` is agent ``i``)."""
@@ -67,8 +65,9 @@ class Aggregator:
             notional = self.policy.notional(
                 weight, result.confidences[rows, local[priced]], np.full(rows.shape, self._capital[i])
             )
-            lots = np.trunc(notional / price / self._lot).astype(np.int64)
-            self.latest_weight[i, cols] = weight
+            raw = notional / price / self._lot
+            # 0.29 * 100 / 1 is 28.999999999999996 in binary floats: nudge by 1e-9 lot before truncating.
+            lots = np.trunc(raw + np.sign(raw) * 1e-9).astype(np.int64)
             parts.append((rows.astype(np.int64), np.full(rows.shape, i, dtype=np.int64), cols, lots))
         if not parts:
             return TargetUpdates.empty()

@@ -137,6 +137,11 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(EXIT_INTERNAL)
+    except KeyboardInterrupt:
+        stderr.print(
+            "[yellow]interrupted again while stopping; the ledger records the run as interrupted[/yellow]"
+        )
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
         import click
 

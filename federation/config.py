@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from federation.errors import ConfigError
+from federation.money import E8
 
 ISOLATION_TIERS = ("actor",)
 
@@ -117,12 +118,26 @@ class ExecutionConfig(_Model):
     lot_size: Decimal = Field(Decimal(1), gt=0, description="Quantities are whole multiples of this.")
     price_tick: Decimal = Field(Decimal("0.0001"), gt=0, description="Prices are rounded to this tick.")
 
+    @model_validator(mode="after")
+    def _representable(self) -> ExecutionConfig:
+        # The ledger stores integers of 1e-8: quantities, prices and their products must fit exactly.
+        for key, value in (
+            ("lot_size", self.lot_size),
+            ("price_tick", self.price_tick),
+            ("lot_size x price_tick", self.lot_size * self.price_tick),
+        ):
+            if (value / E8) % 1:
+                raise ValueError(
+                    f"{key} = {value} is finer than 1e-8, the ledger precision; use a multiple of 0.00000001"
+                )
+        return self
+
 
 class RiskConfig(_Model):
     """``[risk]``: minimal pre-trade checks on the portfolio's net orders."""
 
     max_position: Decimal | None = Field(None, gt=0, description="Max |position| per symbol, in units.")
-    max_position_by_symbol: dict[str, Decimal] = Field(
+    max_position_by_symbol: dict[str, Annotated[Decimal, Field(gt=0)]] = Field(
         default_factory=dict, description="Per-symbol overrides of max_position."
     )
     max_order_notional: Decimal | None = Field(None, gt=0, description="Max |qty x price| per order.")

@@ -39,7 +39,6 @@ class AgentSpec:
     symbols: tuple[str, ...]
     params: dict[str, Any]
     isolation: str
-    weight: float
     capital: Decimal
 
     def params_json(self) -> str:
@@ -108,6 +107,13 @@ def load_agent_class(spec: str, base_dir: Path, where: str = "class") -> type[Ag
         raise AgentLoadError(f"{where}: {spec} is not a subclass of agents.Agent; subclass it")
     if found.on_bar is Agent.on_bar and found.on_batch is Agent.on_batch:
         raise AgentLoadError(f"{where}: {spec} overrides neither on_bar nor on_batch, so it never trades")
+    try:
+        ray.cloudpickle.dumps(found)  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        raise AgentLoadError(
+            f"{where}: {spec} cannot be sent to its actor ({type(exc).__name__}: {exc}); objects such as "
+            "locks, open files or connections must be created in on_start, not at module or class level"
+        ) from None
     return found
 
 
@@ -156,6 +162,6 @@ def build_fleet(
     ]
     shares[-1] += capital - sum(shares, Decimal(0))
     return [
-        AgentSpec(name, cls, entry.class_, symbols, values, entry.isolation, entry.weight, share)
+        AgentSpec(name, cls, entry.class_, symbols, values, entry.isolation, share)
         for (name, cls, entry, symbols, values), share in zip(staged, shares, strict=True)
     ]

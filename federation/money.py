@@ -23,6 +23,7 @@ def from_e8(units: int) -> Decimal:
     return (Decimal(units) / _SCALE).quantize(E8)
 
 
-def round_to_tick(price: float, tick: Decimal) -> Decimal:
-    """A float price (hot path) as a Decimal rounded to the instrument's tick."""
-    return (Decimal(repr(price)) / tick).quantize(Decimal(1), rounding=ROUND_HALF_EVEN) * tick
+def round_to_tick(price: float | Decimal, tick: Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:
+    """A price as a Decimal on the instrument's tick (half-even unless ``rounding`` says otherwise)."""
+    value = price if isinstance(price, Decimal) else Decimal(repr(price))
+    return (value / tick).quantize(Decimal(1), rounding=rounding) * tick

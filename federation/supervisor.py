@@ -19,17 +19,27 @@ from decimal import Decimal
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agents.base import HookError
+from agents.model import Fill
 from federation.aggregator import Aggregator
 from federation.config import FleetConfig
-from federation.errors import AgentLoadError
-from federation.execution import ExecutionActor
+from federation.errors import AgentLoadError, ConfigError
+from federation.execution import start_execution_actor
 from federation.feeds import MarketData, load_feed
 from federation.fleet import AgentSpec, build_fleet
-from federation.ledger import AgentRecord, EventRecord, LedgerBatch, RunRecord, SQLiteLedger, open_ledger
+from federation.ledger import (
+    AgentRecord,
+    EventRecord,
+    LedgerBatch,
+    RunRecord,
+    SQLiteLedger,
+    absolute_ledger_url,
+    open_ledger,
+)
 from federation.ray_runtime import ensure_ray
 from federation.runners import ActorRunner, AgentBlockResult, Runner
 from federation.summary import AgentSummary, PortfolioSummary, RunSummary
@@ -86,6 +96,12 @@ class Supervisor:
         """Load the feed and the fleet; every input error surfaces here, before Ray starts."""
         cfg = self.config
         market = load_feed(cfg.feed, base_dir=cfg.base_dir, seed=cfg.federation.seed)
+        unknown = sorted(set(cfg.risk.max_position_by_symbol) - set(market.symbols))
+        if unknown:
+            raise ConfigError(
+                f"{self.source}: risk.max_position_by_symbol: {', '.join(unknown)} not in the feed "
+                f"(feed symbols: {', '.join(market.symbols)})"
+            )
         fleet = build_fleet(cfg, market.symbols, self.source)
         return market, fleet
 
@@ -113,56 +129,70 @@ class Supervisor:
                 for s in fleet
             ],
         )
-        self._record_data_issues(market, ledger)
-        ensure_ray(cfg.federation.ray_address)
         state = _RunState(meters={s.name: _AgentMeters() for s in fleet})
-        execution = ExecutionActor.remote(
+        runners: list[Runner] = []
+        execution: Any = None
+        status, report, error = "failed", None, "stopped before the execution actor reported"
+        try:
+            self._record_data_issues(market, ledger)
+            ensure_ray(cfg.federation.ray_address)
+            execution = self._execution_actor(market, fleet)
+            self._start(fleet, state, started, runners)
+            aggregator = Aggregator(
+                AGGREGATION_POLICIES[cfg.federation.aggregation](),
+                market.symbols,
+                [s.symbols for s in fleet],
+                [float(s.capital) for s in fleet],
+                float(cfg.execution.lot_size),
+            )
+            fills = self._loop(market, runners, aggregator, execution, state, ledger)
+            self._stop(runners, fills, state, ledger)
+            report = ray.get(execution.finish.remote())
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            if execution is not None:
+                report = ray.get(execution.finish.remote())
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            for runner in runners:
+                runner.kill()
+            if execution is not None and report is None:
+                ray.kill(execution, no_restart=True)
+            if report is None:
+                ledger.end_run(self.run_id, status, {"error": error})
+        summary = self._summary(market, fleet, state, report, status, started)
+        ledger.end_run(self.run_id, status, json.loads(summary.to_json()))
+        return summary
+
+    def _execution_actor(self, market: MarketData, fleet: list[AgentSpec]) -> Any:
+        """The execution actor, on this node: it writes the same SQLite file as the driver."""
+        cfg = self.config
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        return start_execution_actor(
+            here,
             run_id=self.run_id,
             agents=[s.name for s in fleet],
             capital=[s.capital for s in fleet],
             symbols=market.symbols,
             execution=cfg.execution,
             risk=cfg.risk,
-            ledger_url=cfg.federation.ledger,
+            ledger_url=absolute_ledger_url(cfg.federation.ledger),
         )
-        runners: list[Runner] = []
-        status, report = "failed", None
-        try:
-            runners = self._start(fleet, state, started)
-            policy = AGGREGATION_POLICIES[cfg.federation.aggregation]()
-            aggregator = Aggregator(
-                policy,
-                market.symbols,
-                [s.symbols for s in fleet],
-                [float(s.capital) for s in fleet],
-                float(cfg.execution.lot_size),
-            )
-            status = self._loop(market, runners, aggregator, execution, state, ledger)
-            self._stop(runners, state, ledger)
-            report = ray.get(execution.finish.remote())
-        except KeyboardInterrupt:
-            status = "interrupted"
-            report = ray.get(execution.finish.remote())
-        except BaseException as exc:
-            ledger.end_run(self.run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
-            raise
-        finally:
-            for runner in runners:
-                runner.kill()
-            if report is None:
-                ray.kill(execution, no_restart=True)
-        summary = self._summary(market, fleet, state, report, status, started)
-        ledger.end_run(self.run_id, status, json.loads(summary.to_json()))
-        return summary
 
-    def _start(self, fleet: list[AgentSpec], state: _RunState, started: float) -> list[Runner]:
-        """Create every runner at once (parallel start-up), then wait with a progress bar."""
-        runners: list[Runner] = [
-            ActorRunner(
-                s.agent_class, name=s.name, symbols=s.symbols, params=s.params, capital=float(s.capital)
+    def _start(self, fleet: list[AgentSpec], state: _RunState, started: float, runners: list[Runner]) -> None:
+        """Create every runner at once (parallel start-up), then wait with a progress bar.
+
+        Runners are appended to ``runners`` as they are created, so the caller can always release them.
+        """
+        for s in fleet:
+            runners.append(
+                ActorRunner(
+                    s.agent_class, name=s.name, symbols=s.symbols, params=s.params, capital=float(s.capital)
+                )
             )
-            for s in fleet
-        ]
         pending = {r.start(): r for r in runners}
         failures: list[str] = []
         with Progress(
@@ -187,11 +217,8 @@ class Supervisor:
                     failures += [f"agent {runner.names[0]!r} failed in {e.hook}: {e.message}" for e in errors]
                     progress.advance(task)
         if failures:
-            for runner in runners:
-                runner.kill()
             raise AgentLoadError("\n".join(failures))
         state.startup_s = time.perf_counter() - started
-        return runners
 
     # -------------------------------------------------------------------------------------------- loop
     def _loop(
@@ -202,8 +229,8 @@ class Supervisor:
         execution: Any,
         state: _RunState,
         ledger: SQLiteLedger,
-    ) -> str:
-        fills: dict[str, list[Any]] = {}
+    ) -> dict[str, list[Fill]]:
+        """Replay every block; return the fills of the last block (not yet delivered to agents)."""
         order = {name: i for i, name in enumerate(state.meters)}
         block_size = self.config.federation.block_size
         n_blocks = -(-len(market) // block_size)
@@ -218,6 +245,7 @@ class Supervisor:
             disable=not self.show_progress,
         ) as progress:
             task = progress.add_task("replay", total=n_blocks)
+            fills: dict[str, list[Fill]] = {}
             for batch in market.blocks(block_size):
                 block_ref = ray.put(batch)
                 outputs: list[list[AgentBlockResult]] = ray.get(
@@ -229,10 +257,13 @@ class Supervisor:
                 outcome = ray.get(execution.process_block.remote(block_ref, targets))
                 fills = outcome.fills
                 progress.advance(task)
-        return "completed"
+        return fills
 
-    def _stop(self, runners: list[Runner], state: _RunState, ledger: SQLiteLedger) -> None:
-        outputs: list[list[HookError]] = ray.get([r.stop() for r in runners])
+    def _stop(
+        self, runners: list[Runner], fills: dict[str, list[Fill]], state: _RunState, ledger: SQLiteLedger
+    ) -> None:
+        """Deliver the last block's fills and call ``on_stop`` everywhere."""
+        outputs: list[list[HookError]] = ray.get([r.stop(fills) for r in runners])
         batch = LedgerBatch()
         for runner, errors in zip(runners, outputs, strict=True):
             for error in errors:
@@ -252,23 +283,24 @@ class Supervisor:
             m.errors += res.errors - len(res.error_details)
             for error in res.error_details:
                 self._count_error(res.name, error, state, batch)
-            if res.rejected:
+            if not res.rejected:
+                continue
+            if m.rejected == res.rejected:  # the first time only; every block is recorded in the ledger
                 log.warning(
-                    "agent %r: %d invalid signals dropped, e.g. %s",
+                    "agent %r: invalid signals dropped (counted in the summary from now on), e.g. %s",
                     res.name,
-                    res.rejected,
                     res.rejections[0] if res.rejections else "",
                 )
-                batch.events.append(
-                    EventRecord(
-                        time.time_ns(),
-                        "signal_rejected",
-                        "invalid_signal",
-                        f"{res.rejected} invalid signals dropped",
-                        res.name,
-                        {"count": res.rejected, "reasons": res.rejections},
-                    )
+            batch.events.append(
+                EventRecord(
+                    time.time_ns(),
+                    "signal_rejected",
+                    "invalid_signal",
+                    f"{res.rejected} invalid signals dropped",
+                    res.name,
+                    {"count": res.rejected, "reasons": res.rejections},
                 )
+            )
         ledger.write(self.run_id, batch)
 
     def _count_error(self, agent: str, error: HookError, state: _RunState, batch: LedgerBatch) -> None:

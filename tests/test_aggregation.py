@@ -47,7 +47,14 @@ def test_signals_sized_at_their_bar_close_with_attribution(policy: FixedWeights,
     # a: 0.5 * 10k / 100 = 50 AAA at row 0; 0.25 * 10k / 100 = 25 BBB at row 2
     # b: -0.4 * 5k on BBB at row 1, where BBB has no bar: priced at the last close (50)
     assert got == [(0, 0, 0, 50), (1, 1, 1, lots_b), (2, 0, 1, 25)]
-    assert np.isnan(agg.latest_weight[1, 0]) and agg.latest_weight[1, 1] == -0.4
+
+
+def test_sizing_is_not_cut_by_binary_float_rounding() -> None:
+    agg = Aggregator(FixedWeights(), ("AAA", "BBB"), [("AAA",)], [100.0], 1.0)
+    up = agg.targets(batch([[1.0, 1.0]]), [result("a", [[0.29]])])
+    assert up.lots.tolist() == [29]  # 0.29 * 100 / 1 = 28.999999999999996 in floats
+    fine = Aggregator(FixedWeights(), ("AAA", "BBB"), [("AAA",)], [1.0], 0.0001)
+    assert fine.targets(batch([[1.0, 1.0]]), [result("a", [[-0.3]])]).lots.tolist() == [-3000]
 
 
 def test_unpriced_signal_is_skipped_and_close_carries_across_blocks() -> None:

@@ -76,6 +76,12 @@ def test_toml_syntax_error_names_line(tmp_path: Path) -> None:
         (GOOD + "params = { fast = 3 }\ngrid = { fast = [1, 2] }\n", "fast set in both params and grid"),
         (GOOD + "grid = { fast = [] }\n", "grid.fast is empty"),
         (GOOD.replace("[[agents]]", "[[agent]]"), "agent: Extra inputs are not permitted"),
+        ("[execution]\nlot_size = 0.000000001\n" + GOOD, "execution: lot_size = 1E-9 is finer than 1e-8"),
+        ("[execution]\nlot_size = 0.0001\nprice_tick = 0.00001\n" + GOOD, "lot_size x price_tick = 1E-9"),
+        (
+            "[risk]\nmax_position_by_symbol = { AAA = -5 }\n" + GOOD,
+            "risk.max_position_by_symbol.AAA: Input should be greater than 0",
+        ),
     ],
 )
 def test_invalid_fields_are_named(tmp_path: Path, snippet: str, expected: str) -> None:
@@ -95,3 +101,11 @@ def test_csv_feed_dates(tmp_path: Path) -> None:
         + GOOD.split("[feed]")[1].split("\n", 3)[3]
     )
     assert "start 2020-02-01 is after end 2020-01-01" in error(tmp_path, text)
+
+
+def test_risk_symbols_must_be_in_the_feed(tmp_path: Path) -> None:
+    from federation.supervisor import Supervisor
+
+    cfg = load_config(write(tmp_path, "[risk]\nmax_position_by_symbol = { SYP = 5 }\n" + GOOD))
+    with pytest.raises(ConfigError, match=r"risk\.max_position_by_symbol: SYP not in the feed"):
+        Supervisor(cfg, source="fleet.toml").prepare()

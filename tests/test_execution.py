@@ -72,13 +72,13 @@ BAR = (100.0, 110.0, 90.0, 105.0, 1_000_000.0)
 
 # ------------------------------------------------------------------------------------------------ venue
 def venue(**kw: object) -> SimulatedVenue:
-    return SimulatedVenue(ExecutionConfig(**kw), 1)  # type: ignore[arg-type]
+    return SimulatedVenue(ExecutionConfig(**kw))  # type: ignore[arg-type]
 
 
 def test_market_buy_fills_at_next_open_plus_slippage_and_pays_taker_fee() -> None:
     v = venue(slippage_bps=10, taker_fee_bps=5)
     v.submit(VenueOrder("o1", 0, 100, "market", None))
-    _, fill = v.match(0, 100.0, 110.0, 90.0, 1e6)  # type: ignore[misc]
+    fill, _ = v.match(0, 100.0, 110.0, 90.0, 1e6)  # type: ignore[misc]
     assert fill is not None
     assert fill.price == D("100.1000") and fill.lots == 100 and fill.liquidity == "taker"
     assert fill.fee == D("100.1") * 100 * D("0.0005")
@@ -87,7 +87,7 @@ def test_market_buy_fills_at_next_open_plus_slippage_and_pays_taker_fee() -> Non
 def test_market_sell_slips_down() -> None:
     v = venue(slippage_bps=10)
     v.submit(VenueOrder("o1", 0, -5, "market", None))
-    _, fill = v.match(0, 100.0, 110.0, 90.0, 1e6)  # type: ignore[misc]
+    fill, _ = v.match(0, 100.0, 110.0, 90.0, 1e6)  # type: ignore[misc]
     assert fill is not None and fill.price == D("99.9") and fill.lots == -5
 
 
@@ -107,9 +107,9 @@ def test_limit_order_rules(
 ) -> None:
     v = venue(maker_fee_bps=-1, taker_fee_bps=3)
     v.submit(VenueOrder("o1", 0, lots, "limit", D(limit)))
-    _, fill = v.match(0, *bar, 1e6)  # type: ignore[misc]
+    fill, why = v.match(0, *bar, 1e6)  # type: ignore[misc]
     if price is None:
-        assert fill is None
+        assert fill is None and why == "limit_not_reached"
     else:
         assert fill is not None and fill.price == D(price) and fill.liquidity == liquidity
         rate = D("-0.0001") if liquidity == "maker" else D("0.0003")
@@ -119,9 +119,25 @@ def test_limit_order_rules(
 def test_partial_fill_capped_by_volume_share() -> None:
     v = venue(max_volume_share=0.1)
     v.submit(VenueOrder("o1", 0, 500, "market", None))
-    _, fill = v.match(0, 100.0, 100.0, 100.0, 1234.0)  # type: ignore[misc]
+    fill, _ = v.match(0, 100.0, 100.0, 100.0, 1234.0)  # type: ignore[misc]
     assert fill is not None and fill.lots == 123
-    assert v.working(0) is None  # the rest expired
+    assert v.match(0, 100.0, 100.0, 100.0, 1234.0) is None  # the rest expired: nothing is working
+
+
+def test_zero_volume_means_unknown_volume_and_caps_nothing() -> None:
+    v = venue(max_volume_share=0.1)
+    v.submit(VenueOrder("o1", 0, 500, "market", None))
+    fill, _ = v.match(0, 1.1, 1.2, 1.0, 0.0)  # type: ignore[misc]
+    assert fill is not None and fill.lots == 500
+
+
+def test_slippage_is_rounded_against_the_trader() -> None:
+    v = venue(slippage_bps=1, price_tick=Decimal("0.01"))
+    v.submit(VenueOrder("b", 0, 1, "market", None))
+    buy, _ = v.match(0, 10.0, 10.0, 10.0, 1e6)  # type: ignore[misc]
+    v.submit(VenueOrder("s", 0, -1, "market", None))
+    sell, _ = v.match(0, 10.0, 10.0, 10.0, 1e6)  # type: ignore[misc]
+    assert buy.price == D("10.01") and sell.price == D("9.99")  # type: ignore[union-attr]
 
 
 def test_deterministic_trade_ids() -> None:
@@ -130,7 +146,7 @@ def test_deterministic_trade_ids() -> None:
         v = venue()
         for k in range(3):
             v.submit(VenueOrder(f"o{k}", 0, 1, "market", None))
-            ids.append(v.match(0, 100.0, 100.0, 100.0, 1e6)[1].fill_id)  # type: ignore[index,union-attr]
+            ids.append(v.match(0, 100.0, 100.0, 100.0, 1e6)[0].fill_id)  # type: ignore[index,union-attr]
     assert ids[:3] == ids[3:] == ["SIM-00000001", "SIM-00000002", "SIM-00000003"]
 
 
@@ -217,6 +233,41 @@ def test_risk_denial_is_recorded_with_reason_and_not_repeated(tmp_path: Path) ->
         ("a0", 40 * 10**8),
         ("a1", 40 * 10**8),
     ]
+
+
+def test_a_denied_demand_is_recorded_again_after_it_went_away_and_came_back(tmp_path: Path) -> None:
+    eng = engine(tmp_path, agents=1, risk=RiskConfig(max_position=D(50)))
+    eng.process_block(make_batch([{"AAA": BAR}] * 6), updates((0, 0, 0, 100), (2, 0, 0, 0), (4, 0, 0, 100)))
+    assert [o.status for o in eng.ledger.orders("r1")] == ["denied", "denied"]  # type: ignore[union-attr]
+    assert len(eng.ledger.events("r1", "risk_denial")) == 2  # type: ignore[union-attr]
+
+
+def test_a_notional_denial_is_retried_when_the_price_makes_it_fit(tmp_path: Path) -> None:
+    eng = engine(tmp_path, agents=1, risk=RiskConfig(max_order_notional=D(5000)))
+    cheap = (40.0, 40.0, 40.0, 40.0, 1e6)
+    eng.process_block(
+        make_batch([{"AAA": BAR}, {"AAA": BAR}, {"AAA": cheap}, {"AAA": cheap}]), updates((0, 0, 0, 100))
+    )
+    statuses = [o.status for o in eng.ledger.orders("r1")]  # type: ignore[union-attr]
+    assert statuses == ["denied", "filled"] and eng.books.lots[0, 0] == 100
+
+
+def test_expired_orders_say_why(tmp_path: Path) -> None:
+    eng = engine(tmp_path, agents=1, order_type="limit", limit_offset_bps=500)
+    up = (110.0, 112.0, 108.0, 111.0, 1e6)  # never comes back down to the limit
+    eng.process_block(make_batch([{"AAA": BAR}, {"AAA": up}]), updates((0, 0, 0, 10)))
+    order = eng.ledger.orders("r1")[0]  # type: ignore[union-attr]
+    assert order.status == "expired" and order.reason_code == "limit_not_reached"
+    assert order.limit_price == D("99.75")  # 105 * (1 - 5%)
+
+
+def test_tiny_fees_split_exactly_and_never_negative() -> None:
+    eng = engine(agents=5, taker_fee_bps=0.00006, max_volume_share=1.0)  # 3e-8 over 5 takers
+    batch = make_batch([{"AAA": (1.0,) * 4 + (1e6,)}, {"AAA": (1.0,) * 4 + (1e6,)}])
+    eng.process_block(batch, updates(*[(0, i, 0, 1) for i in range(5)]))
+    fees = [eng.books.fees[i] for i in range(5)]
+    assert eng.books.fees[5] == D("3E-8")
+    assert sum(fees, D(0)) == eng.books.fees[5] and all(f >= 0 for f in fees)
 
 
 def test_max_order_notional_denies_but_smaller_orders_pass() -> None:

@@ -115,3 +115,23 @@ def test_file_agent_is_pickled_by_value_with_its_sibling_module(tmp_path: Path) 
     clone = pickle.loads(blob)
     agent = clone(name="m", symbols=["AAA"])
     assert agent.on_bar(type("B", (), {"symbol": "AAA"})()).weight == 0.5
+
+
+def test_parameter_named_like_an_agent_attribute_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "clash.py").write_text(
+        "from agents import Agent\n\nclass Clash(Agent):\n    symbols = ('X',)\n"
+        "    def on_bar(self, bar):\n        return None\n"
+    )
+    with pytest.raises(
+        AgentLoadError, match="class attribute 'symbols' would replace the Agent's own 'symbols'"
+    ):
+        fleet(tmp_path, '[[agents]]\nclass = "clash.py:Clash"\n')
+
+
+def test_agent_that_cannot_be_pickled_is_refused_at_load(tmp_path: Path) -> None:
+    (tmp_path / "locked.py").write_text(
+        "import threading\nfrom agents import Agent\n\nLOCK = threading.Lock()\n\nclass Locked(Agent):\n"
+        "    def on_bar(self, bar):\n        with LOCK:\n            return None\n"
+    )
+    with pytest.raises(AgentLoadError, match=r"cannot be sent to its actor .*must be created in on_start"):
+        load_agent_class("locked.py:Locked", tmp_path)

@@ -79,3 +79,11 @@ def test_end_run_records_status_and_summary(tmp_path: Path) -> None:
     ledger.end_run("r", "interrupted", {"a": 1})
     assert ledger.run_status("r") == "interrupted"
     assert ledger.runs()[0]["run_id"] == "r"
+
+
+def test_a_file_that_is_not_a_ledger_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello " * 100)
+    with pytest.raises(ConfigError, match=r"notes\.txt.*check the path"):
+        open_ledger(f"sqlite:///{tmp_path / 'notes.txt'}")
+    with pytest.raises(ConfigError, match="cannot open"):
+        open_ledger("sqlite:////proc/nonexistent/x.db")

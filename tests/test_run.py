@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from decimal import Decimal
 from pathlib import Path
@@ -163,8 +164,53 @@ def test_agent_failing_in_on_start_stops_the_run_naming_it(tmp_path: Path) -> No
     assert run["status"] == "failed", "a run that could not start is not left 'running'"
 
 
-def test_example_custom_agent_config_runs() -> None:
-    summary = run_fleet(load_config(EXAMPLES / "custom_agent" / "fleet.toml", overrides={"ledger": None}))
+def test_example_custom_agent_config_runs(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'c.db'}"
+    summary = run_fleet(load_config(EXAMPLES / "custom_agent" / "fleet.toml", overrides={"ledger": ledger}))
     names = [a.name for a in summary.agents]
     assert names == ["Breakout-0", "Breakout-1", "momentum"]
     assert all(a.fills > 0 for a in summary.agents) and summary.portfolio.fills > 0
+
+
+POSITION_REPORTER = """
+import json
+from agents import Agent, Signal
+
+class Reporter(Agent):
+    out = ""
+
+    def on_start(self):
+        self.n = 0
+
+    def on_bar(self, bar):
+        self.n += 1
+        return Signal(bar.symbol, 0.5 if (self.n // 40) % 2 else -0.25)
+
+    def on_stop(self):
+        with open(self.out, "w") as f:
+            json.dump({s: self.position(s) for s in self.symbols}, f)
+"""
+
+
+def test_relative_ledger_path_and_last_fills_reach_on_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The execution actor writes the driver's file even when the driver's working folder is elsewhere,
+    and agents see every fill (the last block's too) before on_stop."""
+    (tmp_path / "reporter.py").write_text(POSITION_REPORTER)
+    config = write_fleet(
+        tmp_path,
+        f'[[agents]]\nclass = "reporter.py:Reporter"\nparams = {{ out = "{tmp_path / "pos.json"}" }}\n',
+    )
+    text = config.read_text().replace(
+        f'ledger = "sqlite:///{tmp_path / "ledger.db"}"', 'ledger = "sqlite:///relative.db"'
+    )
+    config.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    summary = run_fleet(load_config(config))
+    ledger = open_ledger("sqlite:///relative.db")
+    assert ledger.run_status(summary.run_id) == "completed"
+    reported = json.loads((tmp_path / "pos.json").read_text())
+    booked = ledger.positions(summary.run_id, "Reporter")
+    assert reported == {s: float(booked.get(s, 0)) for s in ("SPY", "QQQ")}
+    assert any(reported.values())

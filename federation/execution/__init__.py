@@ -1,6 +1,6 @@
 """Execution: netting, order ids, risk checks, the simulated venue and the ledger writes of trades."""
 
-from federation.execution.actor import ExecutionActor, build_risk_policy
+from federation.execution.actor import ExecutionActor, build_risk_policy, start_execution_actor
 from federation.execution.engine import BlockOutcome, ExecutionEngine, TargetUpdates, pro_rata
 from federation.execution.venue import SimulatedVenue, VenueFill, VenueOrder
 
@@ -14,4 +14,5 @@ __all__ = [
     "VenueOrder",
     "build_risk_policy",
     "pro_rata",
+    "start_execution_actor",
 ]

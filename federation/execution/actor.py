@@ -60,5 +60,13 @@ class _ExecutionService:
         return report
 
 
-ExecutionActor: Any = ray.remote(_ExecutionService).options(num_cpus=0, max_restarts=0)
-"""The Ray actor class; create with ``ExecutionActor.remote(**kwargs)`` (same arguments as the service)."""
+ExecutionActor: Any = ray.remote(_ExecutionService)
+"""The Ray actor class (arguments as the service's); start it with :func:`start_execution_actor`."""
+
+
+def start_execution_actor(scheduling_strategy: Any = None, **kwargs: Any) -> Any:
+    """Create the execution actor (no CPU reserved, not restarted by Ray); returns its handle."""
+    options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
+    if scheduling_strategy is not None:
+        options["scheduling_strategy"] = scheduling_strategy
+    return ExecutionActor.options(**options).remote(**kwargs)

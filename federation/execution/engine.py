@@ -37,11 +37,15 @@ from federation.ledger import (
     PositionRecord,
     SQLiteLedger,
 )
-from federation.money import quantize, round_to_tick
+from federation.money import from_e8, round_to_tick, to_e8
 from policies.risk import OrderIntent, RiskPolicy
 
 IntArray = npt.NDArray[np.int64]
 _BPS = Decimal(10_000)
+_EXPIRY_REASONS = {
+    "limit_not_reached": "the limit price was not reached on the symbol's next bar",
+    "volume_cap": "nothing could fill within max_volume_share of the bar's volume",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +90,9 @@ class BlockOutcome:
 
 
 def pro_rata(total: int, weights: list[int]) -> list[int]:
-    """Split ``total`` whole units in proportion to positive ``weights`` (largest remainder, stable)."""
+    """Split ``total >= 0`` whole units in proportion to positive ``weights`` (largest remainder, stable).
+
+    The shares always add up to ``total`` exactly."""
     whole = sum(weights)
     if total == whole:
         return list(weights)
@@ -123,13 +129,13 @@ class ExecutionEngine:
             [*agents, PORTFOLIO], symbols, [*capital, sum(capital, Decimal(0))], config.lot_size
         )
         self.initial_capital = sum(capital, Decimal(0))
-        self.venue = SimulatedVenue(config, len(symbols))
+        self.venue = SimulatedVenue(config)
         self.desired: IntArray = np.zeros((self.n, len(symbols)), dtype=np.int64)
         self.last_close = np.full(len(symbols), np.nan)
         self.stats = [AgentExecutionStats() for _ in agents]
         self.orders = self.fills = self.denied = self.crosses = 0
         self._pending: dict[int, _Pending] = {}
-        self._last_denied: dict[int, tuple[int, tuple[tuple[int, int], ...]]] = {}
+        self._last_denied: dict[int, tuple[int, tuple[tuple[int, int], ...], str]] = {}
         self._seq = 0
         self._batch = LedgerBatch()
         self._touched: set[tuple[int, int]] = set()
@@ -150,7 +156,12 @@ class ExecutionEngine:
             row_valid = valid[t]
             self.last_close[row_valid] = batch.close[t, row_valid]
             delta = self.desired - self.books.lots[: self.n]
-            wanted = np.flatnonzero(row_valid & (delta != 0).any(axis=0))
+            demand = (delta != 0).any(axis=0)
+            if self._last_denied:
+                # A denial is remembered only while the same demand stands; gone, it is forgotten.
+                for col in [c for c in self._last_denied if row_valid[c] and not demand[c]]:
+                    del self._last_denied[col]
+            wanted = np.flatnonzero(row_valid & demand)
             for col in wanted.tolist():
                 if col not in self._pending:
                     self._decide(col, ts, delta[:, col])
@@ -178,9 +189,8 @@ class ExecutionEngine:
             residual = [(i, d) for i, d in buyers] + [(i, -d) for i, d in sellers]
         net = bought - sold
         pending = _Pending(cross, self._next_id("X") if cross else None, None, None, [])
-        key = (net, tuple(residual))
-        if net and self._last_denied.get(col) != key:
-            self._place(col, ts, net, residual, pending, key)
+        if net:
+            self._place(col, ts, net, residual, pending)
         if pending.cross or pending.order is not None:
             self._pending[col] = pending
 
@@ -191,13 +201,15 @@ class ExecutionEngine:
         net: int,
         residual: list[tuple[int, int]],
         pending: _Pending,
-        key: tuple[int, tuple[tuple[int, int], ...]],
     ) -> None:
         symbol, lot = self.symbols[col], self.config.lot_size
         ref = round_to_tick(float(self.last_close[col]), self.config.price_tick)
         position = self.books.holding(self.n, col)[0]
         names = tuple(self.agents[i] for i, _ in residual)
         denial = self.risk.check(OrderIntent(symbol, net * lot, ref, position, names))
+        key = (net, tuple(residual), denial.code if denial else "")
+        if denial and self._last_denied.get(col) == key:
+            return  # the same demand was denied for the same reason already: checked again, not re-recorded
         limit = None
         if self.config.order_type == "limit":
             offset = Decimal(repr(self.config.limit_offset_bps)) / _BPS
@@ -280,10 +292,11 @@ class ExecutionEngine:
             float(batch.volume[t, col]),
         )
         assert matched is not None
-        _, fill = matched
+        fill, why = matched
         record = pending.record
         if fill is None:
-            self._batch.orders.append(replace(record, status="expired"))
+            reason = _EXPIRY_REASONS.get(why or "", why)
+            self._batch.orders.append(replace(record, status="expired", reason_code=why, reason=reason))
             return
         self._book_fill(fill, pending, ts, outcome)
         filled = abs(fill.lots) * self.config.lot_size
@@ -310,10 +323,10 @@ class ExecutionEngine:
         sign = 1 if fill.lots > 0 else -1
         shares = pro_rata(abs(fill.lots), [abs(lots) for _, lots in pending.allocations])
         takers = [(i, share) for (i, _), share in zip(pending.allocations, shares, strict=True) if share]
-        fee_left = fill.fee
-        for k, (i, share) in enumerate(takers):
-            fee = fee_left if k == len(takers) - 1 else quantize(fill.fee * share / abs(fill.lots))
-            fee_left -= fee
+        fee_sign = -1 if fill.fee < 0 else 1
+        fee_units = pro_rata(abs(to_e8(fill.fee)), [share for _, share in takers])
+        for (i, share), units in zip(takers, fee_units, strict=True):
+            fee = fee_sign * from_e8(units)
             self._book_agent(
                 i,
                 fill.col,

@@ -6,7 +6,9 @@ Price rule (orders are decided on a bar's close and executed on the symbol's nex
 - **limit** buy at L: if open <= L fills at open (taker); elif low <= L fills at L (maker); else no fill.
   Sells mirror this with high.
 - At most ``max_volume_share`` of the bar's volume fills (whole lots); the rest of the order **expires**
-  at the end of that bar (it is not carried: the next decision re-sizes from the new targets).
+  at the end of that bar (it is not carried: the next decision re-sizes from the new targets). A bar
+  with volume 0 is read as "volume unknown" and caps nothing.
+- Slippage is rounded to the tick against the trader (up for buys, down for sells).
 - Fees: ``price * quantity * fee_bps / 10,000``, rounded to 1e-8.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Literal
 
 from federation.config import ExecutionConfig
@@ -47,7 +49,7 @@ class VenueFill:
 class SimulatedVenue:
     """Holds working orders (at most one per symbol) and matches them against the next bar."""
 
-    def __init__(self, config: ExecutionConfig, n_symbols: int) -> None:
+    def __init__(self, config: ExecutionConfig) -> None:
         self.config = config
         self._working: dict[int, VenueOrder] = {}
         self._trade_seq = 0
@@ -55,10 +57,6 @@ class SimulatedVenue:
         self._taker = Decimal(repr(config.taker_fee_bps)) / _BPS
         self._maker = Decimal(repr(config.maker_fee_bps)) / _BPS
         self._lot_volume = float(config.lot_size)
-        self.n_symbols = n_symbols
-
-    def working(self, col: int) -> VenueOrder | None:
-        return self._working.get(col)
 
     def submit(self, order: VenueOrder) -> None:
         if order.col in self._working:
@@ -73,10 +71,11 @@ class SimulatedVenue:
 
     def match(
         self, col: int, open_: float, high: float, low: float, volume: float
-    ) -> tuple[VenueOrder, VenueFill | None] | None:
+    ) -> tuple[VenueFill | None, str | None] | None:
         """Match the working order of ``col`` against one bar; the order is done afterwards.
 
-        Returns ``(order, fill or None)``, or None if no order was working for the symbol.
+        Returns ``(fill, None)``, or ``(None, reason_code)`` when nothing filled (``limit_not_reached``,
+        ``volume_cap``), or None if no order was working for the symbol.
         """
         order = self._working.pop(col, None)
         if order is None:
@@ -85,8 +84,9 @@ class SimulatedVenue:
         buy = order.lots > 0
         liquidity: Literal["taker", "maker"] = "taker"
         if order.order_type == "market":
+            # Slippage is rounded to the tick against the trader, so a coarse tick cannot erase it.
             factor = 1 + self._slip if buy else 1 - self._slip
-            price = round_to_tick(float(Decimal(repr(open_)) * factor), tick)
+            price = round_to_tick(Decimal(repr(open_)) * factor, tick, ROUND_CEILING if buy else ROUND_FLOOR)
         else:
             assert order.limit_price is not None
             limit = order.limit_price
@@ -98,16 +98,20 @@ class SimulatedVenue:
             ):
                 price, liquidity = limit, "maker"
             else:
-                return order, None
-        cap = math.floor(volume * self.config.max_volume_share / self._lot_volume + 1e-9)
-        lots = min(abs(order.lots), max(cap, 0))
+                return None, "limit_not_reached"
+        # Volume 0 means the data has no volume (common for FX and indices): no cap then.
+        cap = (
+            math.floor(volume * self.config.max_volume_share / self._lot_volume + 1e-9)
+            if volume > 0
+            else None
+        )
+        lots = abs(order.lots) if cap is None else min(abs(order.lots), cap)
         if lots == 0 or price <= 0:
-            return order, None
+            return None, "volume_cap"
         signed = lots if buy else -lots
         rate = self._taker if liquidity == "taker" else self._maker
         fee = quantize(price * lots * self.config.lot_size * rate)
         self._trade_seq += 1
-        fill = VenueFill(
+        return VenueFill(
             f"SIM-{self._trade_seq:08d}", order.client_order_id, col, signed, price, fee, liquidity
-        )
-        return order, fill
+        ), None

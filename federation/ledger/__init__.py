@@ -6,7 +6,7 @@ ledger is not built yet (planned: asyncpg backend behind the same interface).
 
 from __future__ import annotations
 
-from federation.errors import ConfigError
+from federation.errors import ConfigError, LedgerError
 from federation.ledger.records import (
     PORTFOLIO,
     AgentRecord,
@@ -22,8 +22,6 @@ from federation.ledger.records import (
 )
 from federation.ledger.sqlite import SQLiteLedger, sqlite_path
 
-Ledger = SQLiteLedger
-
 __all__ = [
     "PORTFOLIO",
     "AgentRecord",
@@ -31,13 +29,13 @@ __all__ = [
     "CashRecord",
     "EventRecord",
     "FillRecord",
-    "Ledger",
     "LedgerBatch",
     "OrderRecord",
     "OrderStatus",
     "PositionRecord",
     "RunRecord",
     "SQLiteLedger",
+    "absolute_ledger_url",
     "check_ledger_url",
     "open_ledger",
 ]
@@ -58,7 +56,16 @@ def check_ledger_url(url: str) -> None:
         raise ConfigError(f"ledger {url!r} has no file path; e.g. sqlite:///federation.db")
 
 
+def absolute_ledger_url(url: str) -> str:
+    """``url`` with its file path made absolute (processes with another working folder open the same file)."""
+    check_ledger_url(url)
+    return f"sqlite:///{sqlite_path(url).resolve()}"
+
+
 def open_ledger(url: str) -> SQLiteLedger:
     """Open (creating if needed) the ledger at ``url``."""
     check_ledger_url(url)
-    return SQLiteLedger(sqlite_path(url))
+    try:
+        return SQLiteLedger(sqlite_path(url))
+    except LedgerError as exc:
+        raise ConfigError(f"ledger {url!r}: {exc}; check the path or choose another file") from None

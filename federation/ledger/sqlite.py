@@ -118,7 +118,7 @@ class SQLiteLedger:
                         f"ledger {self.path} has schema version {row[0]}, newer than this code's "
                         f"{SCHEMA_VERSION}; upgrade strategy-federation or use another ledger file"
                     )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise LedgerError(f"cannot open SQLite ledger {self.path}: {exc}") from exc
 
     # ------------------------------------------------------------------------------------------- writes

@@ -22,9 +22,8 @@ class _AgentService:
     def process(self, block: BarBatch, fills: list[Fill]) -> list[AgentBlockResult]:
         return [self.host.process(block, fills)]
 
-    def stop(self) -> list[HookError]:
-        error = self.host.stop()
-        return [error] if error else []
+    def stop(self, fills: list[Fill]) -> list[HookError]:
+        return self.host.stop(fills)
 
 
 _AgentActor: Any = ray.remote(_AgentService).options(num_cpus=0, max_restarts=0, max_concurrency=1)
@@ -54,8 +53,8 @@ class ActorRunner:
     def process(self, block: Any, fills: dict[str, list[Fill]]) -> Any:
         return self._actor.process.remote(block, fills.get(self.names[0], []))
 
-    def stop(self) -> Any:
-        return self._actor.stop.remote()
+    def stop(self, fills: dict[str, list[Fill]]) -> Any:
+        return self._actor.stop.remote(fills.get(self.names[0], []))
 
     def kill(self) -> None:
         ray.kill(self._actor, no_restart=True)

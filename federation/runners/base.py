@@ -22,8 +22,8 @@ class Runner(Protocol):
     def process(self, block: Any, fills: dict[str, list[Fill]]) -> Any:
         """ObjectRef -> ``list[AgentBlockResult]``, one per hosted agent. ``block`` is an ObjectRef."""
 
-    def stop(self) -> Any:
-        """ObjectRef -> ``list[HookError]`` (errors of ``on_stop``)."""
+    def stop(self, fills: dict[str, list[Fill]]) -> Any:
+        """Deliver the last ``fills``, call ``on_stop``; ObjectRef -> ``list[HookError]``."""
 
     def kill(self) -> None:
         """Release the runner's processes now."""

@@ -66,19 +66,27 @@ class AgentHost:
         """Call ``on_start``; the error, if it raised."""
         return self._call("on_start", 0, self.agent.on_start)[1]
 
-    def stop(self) -> HookError | None:
-        return self._call("on_stop", 0, self.agent.on_stop)[1]
+    def stop(self, fills: list[Fill]) -> list[HookError]:
+        """Deliver the last ``fills``, then call ``on_stop``; the errors raised."""
+        errors = self._deliver(fills)
+        error = self._call("on_stop", 0, self.agent.on_stop)[1]
+        return [*errors, error] if error else errors
+
+    def _deliver(self, fills: list[Fill]) -> list[HookError]:
+        """Update the agent's positions and call ``on_fill`` per fill."""
+        errors = []
+        for fill in fills:
+            self.agent._apply_fill(fill)
+            error = self._call("on_fill", fill.ts, lambda f=fill: self.agent.on_fill(f))[1]  # type: ignore[misc]
+            if error:
+                errors.append(error)
+        return errors
 
     def process(self, batch: BarBatch, fills: list[Fill]) -> AgentBlockResult:
         """Deliver ``fills`` (``on_fill``), then the agent's columns of ``batch`` (``on_batch``)."""
         agent = self.agent
-        errors: list[HookError] = []
         cpu_before = self.cpu_s
-        for fill in fills:
-            agent._apply_fill(fill)
-            error = self._call("on_fill", fill.ts, lambda f=fill: agent.on_fill(f))[1]  # type: ignore[misc]
-            if error:
-                errors.append(error)
+        errors = self._deliver(fills)
         view = batch.select(agent.symbols)
         shape = (len(view), len(agent.symbols))
         out, error = self._call("on_batch", int(view.ts[0]) if len(view) else 0, lambda: agent.on_batch(view))
