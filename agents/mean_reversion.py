@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -11,17 +10,18 @@ import numpy.typing as npt
 
 from agents.base import Agent, BatchOutput, SignalOutput
 from agents.model import Bar, BarBatch, FloatArray, Signal
-from agents.rolling import SMALL_BATCH, RollingSums, signals_by_symbol
+from agents.rolling import (
+    SMALL_BATCH,
+    RollingSums,
+    SymbolWindow,
+    hold_last,
+    load_windows,
+    save_windows,
+    signals_by_symbol,
+)
 
 MIN_RELATIVE_STD = 1e-9
 """A window whose standard deviation is at most this fraction of the close counts as flat: z = 0."""
-
-
-@dataclass
-class _Symbol:
-    sums: RollingSums  # of x = close - ref and of x * x
-    ref: float | None = None  # first close: centring keeps the sums of squares small
-    weight: float = 0.0  # current target; starts flat
 
 
 class MeanReversionAgent(Agent):
@@ -73,7 +73,7 @@ class MeanReversionAgent(Agent):
         """Start with empty windows."""
         self._size = float(self.size)
         self._entry, self._exit = float(self.entry_z), float(self.exit_z)
-        self._state = {s: _Symbol(RollingSums.empty(self.lookback, 2)) for s in self.symbols}
+        self._state = {s: SymbolWindow(RollingSums.empty(self.lookback, 2), weight=0.0) for s in self.symbols}
 
     def on_bar(self, bar: Bar) -> SignalOutput:
         """Add the close to the symbol's window; return a Signal if the target weight changed."""
@@ -110,7 +110,9 @@ class MeanReversionAgent(Agent):
             return super().on_batch(batch)
         return signals_by_symbol(self.symbols, batch, lambda s, closes: self._column(self._state[s], closes))
 
-    def _column(self, st: _Symbol, closes: FloatArray) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray]:
+    def _column(
+        self, st: SymbolWindow, closes: FloatArray
+    ) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray]:
         """Advance one symbol over its valid ``closes``: (positions that emit, their weights, confidences)."""
         if st.ref is None:
             st.ref = float(closes[0])
@@ -126,9 +128,9 @@ class MeanReversionAgent(Agent):
         hold = np.where(np.abs(z) < self._exit, 0.0, np.nan)
         wanted = np.where(z > self._entry, -self._size, np.where(z < -self._entry, self._size, hold))
         # Between the thresholds the target is held: carry the last decided one forward.
-        decided = np.maximum.accumulate(np.where(np.isnan(wanted), -1, np.arange(wanted.size)))
-        weight = np.where(decided >= 0, wanted[decided], st.weight)
-        emitted = weight != np.concatenate(([st.weight], weight[:-1]))
+        last = 0.0 if st.weight is None else st.weight
+        weight = hold_last(wanted, last)
+        emitted = weight != np.concatenate(([last], weight[:-1]))
         confidence = np.where(weight != 0, np.minimum(1.0, np.abs(z) / (2.0 * self._entry)), 1.0)
         if weight.size:
             st.weight = float(weight[-1])
@@ -136,16 +138,8 @@ class MeanReversionAgent(Agent):
 
     def state(self) -> dict[str, Any]:
         """Per symbol: the rolling sums, reference close and current target (plain, picklable data)."""
-        return {symbol: asdict(st) for symbol, st in self._state.items()}
+        return save_windows(self._state)
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state` (call after ``on_start``); ``lookback`` must be the same."""
-        for symbol, saved in state.items():
-            if symbol in self._state:
-                sums = RollingSums.from_dict(saved["sums"])
-                if sums.span != self.lookback:
-                    raise ValueError(
-                        f"agent {self.name!r}: saved state for {symbol} has a window of {sums.span} bars "
-                        f"but lookback = {self.lookback}; restore with the same lookback."
-                    )
-                self._state[symbol] = _Symbol(sums, saved["ref"], saved["weight"])
+        load_windows(self._state, state, span=self.lookback, parameter="lookback", agent=self.name)

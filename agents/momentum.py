@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -11,19 +10,20 @@ import numpy.typing as npt
 
 from agents.base import Agent, BatchOutput, SignalOutput
 from agents.model import Bar, BarBatch, FloatArray, Signal
-from agents.rolling import SMALL_BATCH, RollingSums, signals_by_symbol
+from agents.rolling import (
+    SMALL_BATCH,
+    RollingSums,
+    SymbolWindow,
+    hold_last,
+    load_windows,
+    save_windows,
+    signals_by_symbol,
+)
 
 FULL_CONFIDENCE_GAP = 0.05
 """Relative gap ``|fast - slow| / slow`` at which confidence reaches 1 (it rises linearly from 0)."""
 TIE = 1e-12
 """Averages closer than this fraction of the slow average are a tie (rounding noise, not a crossing)."""
-
-
-@dataclass
-class _Symbol:
-    sums: RollingSums
-    ref: float | None = None  # first close: the sums are of close - ref, to keep them small
-    weight: float | None = None  # last emitted weight
 
 
 class MomentumAgent(Agent):
@@ -71,7 +71,7 @@ class MomentumAgent(Agent):
         """Start with empty windows."""
         self._size = float(self.size)
         self._short = 0.0 if self.long_only else -self._size
-        self._state = {s: _Symbol(RollingSums.empty(self.slow, 1)) for s in self.symbols}
+        self._state = {s: SymbolWindow(RollingSums.empty(self.slow, 1)) for s in self.symbols}
 
     def on_bar(self, bar: Bar) -> SignalOutput:
         """Add the close to the symbol's window; return a Signal if the target weight changed."""
@@ -106,7 +106,9 @@ class MomentumAgent(Agent):
             return super().on_batch(batch)
         return signals_by_symbol(self.symbols, batch, lambda s, closes: self._column(self._state[s], closes))
 
-    def _column(self, st: _Symbol, closes: FloatArray) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray]:
+    def _column(
+        self, st: SymbolWindow, closes: FloatArray
+    ) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray]:
         """Advance one symbol over its valid ``closes``: (positions that emit, their weights, confidences)."""
         if st.ref is None:
             st.ref = float(closes[0])
@@ -117,8 +119,7 @@ class MomentumAgent(Agent):
         tie = TIE * level
         wanted = np.where(fast - slow > tie, self._size, np.where(fast - slow < -tie, self._short, np.nan))
         # On a tie the weight is held: carry the last decided one forward (0 if none yet).
-        decided = np.maximum.accumulate(np.where(np.isnan(wanted), -1, np.arange(wanted.size)))
-        weight = np.where(decided >= 0, wanted[decided], 0.0 if st.weight is None else st.weight)
+        weight = hold_last(wanted, 0.0 if st.weight is None else st.weight)
         emitted = weight != np.concatenate(([np.nan if st.weight is None else st.weight], weight[:-1]))
         with np.errstate(divide="ignore", invalid="ignore"):
             gap = np.abs(fast - slow) / level / FULL_CONFIDENCE_GAP
@@ -129,16 +130,8 @@ class MomentumAgent(Agent):
 
     def state(self) -> dict[str, Any]:
         """Per symbol: the rolling sums, reference close and last emitted weight (plain, picklable data)."""
-        return {symbol: asdict(st) for symbol, st in self._state.items()}
+        return save_windows(self._state)
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state` (call after ``on_start``); ``slow`` must be the same."""
-        for symbol, saved in state.items():
-            if symbol in self._state:
-                sums = RollingSums.from_dict(saved["sums"])
-                if sums.span != self.slow:
-                    raise ValueError(
-                        f"agent {self.name!r}: saved state for {symbol} has a window of {sums.span} bars "
-                        f"but slow = {self.slow}; restore with the same slow."
-                    )
-                self._state[symbol] = _Symbol(sums, saved["ref"], saved["weight"])
+        load_windows(self._state, state, span=self.slow, parameter="slow", agent=self.name)

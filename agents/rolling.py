@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -111,3 +111,38 @@ def signals_by_symbol(
                 at, weight, confidence = step(symbol, batch.close[rows, col])
                 weights[rows[at], out], confidences[rows[at], out] = weight, confidence
     return weights, confidences
+
+
+@dataclass
+class SymbolWindow:
+    """One symbol's rolling sums, the first close they are centred on, and the last target weight."""
+
+    sums: RollingSums
+    ref: float | None = None
+    weight: float | None = None
+
+
+def save_windows(windows: dict[str, SymbolWindow]) -> dict[str, Any]:
+    """Plain, picklable data for ``Agent.state()``."""
+    return {symbol: asdict(window) for symbol, window in windows.items()}
+
+
+def load_windows(
+    windows: dict[str, SymbolWindow], saved: dict[str, Any], *, span: int, parameter: str, agent: str
+) -> None:
+    """Inverse of :func:`save_windows`; the saved window must have the same ``span`` (``parameter``)."""
+    for symbol, data in saved.items():
+        if symbol in windows:
+            sums = RollingSums.from_dict(data["sums"])
+            if sums.span != span:
+                raise ValueError(
+                    f"agent {agent!r}: saved state for {symbol} has a window of {sums.span} bars "
+                    f"but {parameter} = {span}; restore with the same {parameter}."
+                )
+            windows[symbol] = SymbolWindow(sums, data["ref"], data["weight"])
+
+
+def hold_last(wanted: FloatArray, last: float) -> FloatArray:
+    """``wanted`` with each NaN replaced by the last value before it (``last`` before the first)."""
+    decided = np.maximum.accumulate(np.where(np.isnan(wanted), -1, np.arange(wanted.size)))
+    return np.where(decided >= 0, wanted[decided], last)
