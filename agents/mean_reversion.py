@@ -8,23 +8,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agents.base import Agent, BatchOutput, SignalOutput
-from agents.model import Bar, BarBatch, FloatArray, Signal
-from agents.rolling import (
-    SMALL_BATCH,
-    RollingSums,
-    SymbolWindow,
-    hold_last,
-    load_windows,
-    save_windows,
-    signals_by_symbol,
-)
+from agents.base import SignalOutput
+from agents.model import Bar, FloatArray, Signal
+from agents.rolling import RollingSums, SymbolWindow, WindowedAgent, hold_last, load_windows, save_windows
 
 MIN_RELATIVE_STD = 1e-9
 """A window whose standard deviation is at most this fraction of the close counts as flat: z = 0."""
 
 
-class MeanReversionAgent(Agent):
+class MeanReversionAgent(WindowedAgent):
     """Per symbol: z = (close - mean) / std over the last ``lookback`` valid closes, current bar included.
 
     ``std`` is the sample standard deviation (ddof = 1); z is 0 when the window is flat. Target weight:
@@ -46,12 +38,11 @@ class MeanReversionAgent(Agent):
     lookback: int = 20
     entry_z: float = 2.0
     exit_z: float = 0.5
-    size: float = 1.0
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
-        """lookback >= 2, 0 <= exit_z < entry_z and size in (0, 1], checked when the fleet loads."""
-        lookback, entry_z, exit_z, size = (params[k] for k in ("lookback", "entry_z", "exit_z", "size"))
+        """lookback >= 2 and 0 <= exit_z < entry_z (and size, see WindowedAgent), checked at load."""
+        lookback, entry_z, exit_z = (params[k] for k in ("lookback", "entry_z", "exit_z"))
         if lookback < 2:
             raise ValueError(
                 f"lookback = {lookback} is below 2; a standard deviation needs at least two "
@@ -63,11 +54,7 @@ class MeanReversionAgent(Agent):
                 "0 <= exit_z < entry_z so that a position is entered before it can be exited; "
                 "e.g. entry_z = 2.0, exit_z = 0.5."
             )
-        if not 0.0 < size <= 1.0:
-            raise ValueError(
-                f"size = {size} is outside (0, 1]; it is the weight magnitude as a fraction "
-                "of the agent's capital; e.g. size = 0.5 for half."
-            )
+        super().check_params(params)
 
     def on_start(self) -> None:
         """Start with empty windows."""
@@ -103,12 +90,6 @@ class MeanReversionAgent(Agent):
             return None
         st.weight = weight
         return Signal(bar.symbol, weight, min(1.0, abs(z) / (2.0 * self._entry)) if weight else 1.0)
-
-    def on_batch(self, batch: BarBatch) -> BatchOutput:
-        """Vectorized :meth:`on_bar` over a block of rows, one symbol at a time; same signals."""
-        if len(batch) < SMALL_BATCH:
-            return super().on_batch(batch)
-        return signals_by_symbol(self.symbols, batch, lambda s, closes: self._column(self._state[s], closes))
 
     def _column(
         self, st: SymbolWindow, closes: FloatArray

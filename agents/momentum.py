@@ -8,17 +8,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agents.base import Agent, BatchOutput, SignalOutput
-from agents.model import Bar, BarBatch, FloatArray, Signal
-from agents.rolling import (
-    SMALL_BATCH,
-    RollingSums,
-    SymbolWindow,
-    hold_last,
-    load_windows,
-    save_windows,
-    signals_by_symbol,
-)
+from agents.base import SignalOutput
+from agents.model import Bar, FloatArray, Signal
+from agents.rolling import RollingSums, SymbolWindow, WindowedAgent, hold_last, load_windows, save_windows
 
 FULL_CONFIDENCE_GAP = 0.05
 """Relative gap ``|fast - slow| / slow`` at which confidence reaches 1 (it rises linearly from 0)."""
@@ -26,7 +18,7 @@ TIE = 1e-12
 """Averages closer than this fraction of the slow average are a tie (rounding noise, not a crossing)."""
 
 
-class MomentumAgent(Agent):
+class MomentumAgent(WindowedAgent):
     """Per symbol: weight ``+size`` while SMA(fast) > SMA(slow), ``-size`` while below (0 if long_only).
 
     Both averages are simple means of the last ``fast`` / ``slow`` valid closes, current bar included.
@@ -50,22 +42,17 @@ class MomentumAgent(Agent):
     fast: int = 20
     slow: int = 100
     long_only: bool = False
-    size: float = 1.0
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
-        """fast < slow and size in (0, 1], checked when the fleet loads."""
-        fast, slow, size = params["fast"], params["slow"], params["size"]
+        """fast < slow (and size, see WindowedAgent), checked when the fleet loads."""
+        fast, slow = params["fast"], params["slow"]
         if not 1 <= fast < slow:
             raise ValueError(
                 f"fast = {fast} and slow = {slow} are invalid: need 1 <= fast < slow, "
                 "the fast average must cover fewer bars than the slow one; e.g. fast = 20, slow = 100."
             )
-        if not 0.0 < size <= 1.0:
-            raise ValueError(
-                f"size = {size} is outside (0, 1]; it is the weight magnitude as a fraction "
-                "of the agent's capital; e.g. size = 0.5 for half."
-            )
+        super().check_params(params)
 
     def on_start(self) -> None:
         """Start with empty windows."""
@@ -99,12 +86,6 @@ class MomentumAgent(Agent):
         st.weight = weight
         confidence = min(1.0, abs(fast - slow) / level / FULL_CONFIDENCE_GAP) if level else 1.0
         return Signal(bar.symbol, weight, confidence)
-
-    def on_batch(self, batch: BarBatch) -> BatchOutput:
-        """Vectorized :meth:`on_bar` over a block of rows, one symbol at a time; same signals."""
-        if len(batch) < SMALL_BATCH:
-            return super().on_batch(batch)
-        return signals_by_symbol(self.symbols, batch, lambda s, closes: self._column(self._state[s], closes))
 
     def _column(
         self, st: SymbolWindow, closes: FloatArray

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from agents.base import Agent, BatchOutput
 from agents.model import BarBatch, FloatArray
 
 SMALL_BATCH = 16
@@ -90,29 +90,6 @@ class RollingSums:
         return sums
 
 
-ColumnStep = Callable[[str, FloatArray], tuple[npt.NDArray[np.intp], FloatArray, FloatArray]]
-
-
-def signals_by_symbol(
-    symbols: tuple[str, ...], batch: BarBatch, step: ColumnStep
-) -> tuple[FloatArray, FloatArray]:
-    """A batch hook's (weights, confidences) built one symbol at a time.
-
-    ``step(symbol, closes)`` advances that symbol over its valid closes in the batch and returns the
-    positions (into ``closes``) where it emits a signal, with their weights and confidences.
-    """
-    weights = np.full((len(batch), len(symbols)), np.nan)
-    confidences = np.ones_like(weights)
-    for out, symbol in enumerate(symbols):
-        if symbol in batch.symbols:
-            col = batch.column(symbol)
-            rows = np.flatnonzero(batch.valid[:, col] & np.isfinite(batch.close[:, col]))
-            if rows.size:
-                at, weight, confidence = step(symbol, batch.close[rows, col])
-                weights[rows[at], out], confidences[rows[at], out] = weight, confidence
-    return weights, confidences
-
-
 @dataclass
 class SymbolWindow:
     """One symbol's rolling sums, the first close they are centred on, and the last target weight."""
@@ -146,3 +123,43 @@ def hold_last(wanted: FloatArray, last: float) -> FloatArray:
     """``wanted`` with each NaN replaced by the last value before it (``last`` before the first)."""
     decided = np.maximum.accumulate(np.where(np.isnan(wanted), -1, np.arange(wanted.size)))
     return np.where(decided >= 0, wanted[decided], last)
+
+
+class WindowedAgent(Agent):
+    """Base of the built-in agents: a rolling window per symbol (``_state``), a per-bar path (``on_bar``)
+    and a vectorized one (``_column``) that must give the same signals. Declares the ``size`` parameter.
+    """
+
+    size: float = 1.0
+    _state: dict[str, SymbolWindow]
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """size in (0, 1]."""
+        size = params["size"]
+        if not 0.0 < size <= 1.0:
+            raise ValueError(
+                f"size = {size} is outside (0, 1]; it is the weight magnitude as a fraction "
+                "of the agent's capital; e.g. size = 0.5 for half."
+            )
+
+    def on_batch(self, batch: BarBatch) -> BatchOutput:
+        """Vectorized :meth:`on_bar` over a block of rows, one symbol at a time; same signals."""
+        if len(batch) < SMALL_BATCH:
+            return super().on_batch(batch)
+        weights = np.full((len(batch), len(self.symbols)), np.nan)
+        confidences = np.ones_like(weights)
+        for out, symbol in enumerate(self.symbols):
+            if symbol in batch.symbols:
+                col = batch.column(symbol)
+                rows = np.flatnonzero(batch.valid[:, col] & np.isfinite(batch.close[:, col]))
+                if rows.size:
+                    at, weight, confidence = self._column(self._state[symbol], batch.close[rows, col])
+                    weights[rows[at], out], confidences[rows[at], out] = weight, confidence
+        return weights, confidences
+
+    def _column(
+        self, st: SymbolWindow, closes: FloatArray
+    ) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray]:
+        """Advance one symbol over its valid ``closes``: (positions that emit, their weights, confidences)."""
+        raise NotImplementedError

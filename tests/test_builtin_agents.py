@@ -17,7 +17,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from agents import Agent, BarBatch, ParameterError
 from agents.mean_reversion import MeanReversionAgent
-from agents.momentum import SMALL_BATCH, MomentumAgent, RollingSums
+from agents.momentum import MomentumAgent
+from agents.rolling import SMALL_BATCH, RollingSums
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "data" / "lean" / "daily"
 Signals = list[tuple[int, int, float, float]]
