@@ -16,17 +16,9 @@ import numpy.typing as npt
 
 from agents.model import BarBatch
 from federation.execution.engine import TargetUpdates
+from federation.feeds.market_data import forward_fill
 from federation.runners.host import AgentBlockResult
 from policies.aggregation import AggregationPolicy
-
-
-def _forward_fill(close: npt.NDArray[np.float64], seed: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Each column's last non-NaN value at or before each row, starting from ``seed``."""
-    stacked = np.vstack([seed[None, :], close])
-    rows = np.where(~np.isnan(stacked), np.arange(stacked.shape[0])[:, None], 0)
-    np.maximum.accumulate(rows, axis=0, out=rows)
-    filled = stacked[rows, np.arange(stacked.shape[1])[None, :]]
-    return filled[1:]
 
 
 class Aggregator:
@@ -49,7 +41,7 @@ class Aggregator:
 
     def targets(self, batch: BarBatch, results: Sequence[AgentBlockResult]) -> TargetUpdates:
         """Target updates for ``batch`` from each agent's result (``results[i]`` is agent ``i``)."""
-        close = _forward_fill(batch.close, self._last_close)
+        close = forward_fill(batch.close, self._last_close)
         if len(batch):
             self._last_close = close[-1].copy()
         parts: list[tuple[npt.NDArray[np.int64], ...]] = []

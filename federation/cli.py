@@ -22,7 +22,6 @@ from rich.console import Console
 
 from federation.config import load_config
 from federation.errors import UserInputError
-from federation.ledger import check_ledger_url
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -66,10 +65,7 @@ def run(
     from federation.summary import render
     from federation.supervisor import Supervisor
 
-    if ledger is not None:
-        check_ledger_url(ledger)
     cfg = load_config(config, overrides={"ledger": ledger, "block_size": block_size})
-    check_ledger_url(cfg.federation.ledger)
     supervisor = Supervisor(cfg, source=str(config), console=stderr, show_progress=not quiet)
     if json_output:
         # Ray forwards workers' and its own output to this process's stdout; from here on everything

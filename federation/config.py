@@ -206,10 +206,6 @@ class FleetConfig(_Model):
     agents: list[AgentEntry] = Field(min_length=1)
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file (set by load).")
 
-    def resolve(self, path: Path) -> Path:
-        """``path`` relative to the config file's folder (absolute paths unchanged)."""
-        return path if path.is_absolute() else (self.base_dir / path)
-
 
 def format_validation_error(source: str, exc: ValidationError) -> str:
     """One line per problem: ``source: field.path: message (got value)``."""

@@ -29,6 +29,15 @@ class DataIssue:
         return f"{where}: {self.symbol}: {self.reason}"
 
 
+def forward_fill(values: FloatArray, seed: FloatArray) -> FloatArray:
+    """Each column's last non-NaN value at or before each row of ``values`` (T, S); ``seed`` (S,) is the
+    value before the first row (NaN for none)."""
+    stacked = np.vstack([seed[None, :], values])
+    rows = np.where(~np.isnan(stacked), np.arange(stacked.shape[0])[:, None], 0)
+    np.maximum.accumulate(rows, axis=0, out=rows)
+    return stacked[rows, np.arange(stacked.shape[1])[None, :]][1:]
+
+
 @dataclass(frozen=True, eq=False, slots=True)
 class SymbolBars:
     """One symbol's records in file order, as 1-D columns; ``line`` is each record's line in ``file``.
@@ -150,7 +159,4 @@ class MarketData:
 
         Use it to value positions at every row, e.g. ``data.last_close()[-1]`` is each symbol's last price.
         """
-        rows = np.arange(len(self))[:, None]
-        last_row = np.maximum.accumulate(np.where(self.valid, rows, -1), axis=0)
-        filled = np.take_along_axis(self.close, np.maximum(last_row, 0), axis=0)
-        return np.where(last_row >= 0, filled, np.nan)
+        return forward_fill(self.close, np.full(len(self.symbols), np.nan))
