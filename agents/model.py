@@ -7,7 +7,7 @@ instant as a timezone-aware :class:`datetime.datetime` in UTC.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -122,6 +122,24 @@ class BarBatch:
             close=self.close[:, cols],
             volume=self.volume[:, cols],
             valid=self.valid[:, cols],
+        )
+
+    @staticmethod
+    def concat(batches: Sequence[BarBatch]) -> BarBatch:
+        """Consecutive batches of the same symbols as one batch (live mode's coalesced ticks)."""
+        if len(batches) == 1:
+            return batches[0]
+        if not batches or any(b.symbols != batches[0].symbols for b in batches):
+            raise ValueError("concat needs at least one batch, all with the same symbols")
+        return BarBatch(
+            symbols=batches[0].symbols,
+            ts=np.concatenate([b.ts for b in batches]),
+            open=np.concatenate([b.open for b in batches]),
+            high=np.concatenate([b.high for b in batches]),
+            low=np.concatenate([b.low for b in batches]),
+            close=np.concatenate([b.close for b in batches]),
+            volume=np.concatenate([b.volume for b in batches]),
+            valid=np.concatenate([b.valid for b in batches]),
         )
 
     def bars(self) -> Iterator[tuple[int, Bar]]:

@@ -28,24 +28,27 @@ class Aggregator:
         self,
         policy: AggregationPolicy,
         symbols: tuple[str, ...],
+        agent_names: Sequence[str],
         agent_symbols: Sequence[tuple[str, ...]],
         capital: Sequence[float],
         lot_size: float,
     ) -> None:
         self.policy = policy
         self.symbols = symbols
+        self._index = {name: i for i, name in enumerate(agent_names)}
         self._columns = [np.array([symbols.index(s) for s in syms], dtype=np.int64) for syms in agent_symbols]
         self._capital = np.asarray(capital, dtype=np.float64)
         self._lot = lot_size
         self._last_close = np.full(len(symbols), np.nan)
 
     def targets(self, batch: BarBatch, results: Sequence[AgentBlockResult]) -> TargetUpdates:
-        """Target updates for ``batch`` from each agent's result (``results[i]`` is agent ``i``)."""
+        """Target updates for ``batch`` from the agents' results (any subset of agents, any order)."""
         close = forward_fill(batch.close, self._last_close)
         if len(batch):
             self._last_close = close[-1].copy()
         parts: list[tuple[npt.NDArray[np.int64], ...]] = []
-        for i, result in enumerate(results):
+        for result in results:
+            i = self._index[result.name]
             rows, local = np.nonzero(~np.isnan(result.weights))
             if rows.size == 0:
                 continue
@@ -64,5 +67,5 @@ class Aggregator:
         if not parts:
             return TargetUpdates.empty()
         rows, agents, cols, lots = (np.concatenate(p) for p in zip(*parts, strict=True))
-        order = np.argsort(rows, kind="stable")
+        order = np.lexsort((agents, rows))  # by row, then agent: independent of the answers' order
         return TargetUpdates(rows[order], agents[order], cols[order], lots[order])

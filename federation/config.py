@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from federation.errors import ConfigError
 from federation.money import E8
 
-ISOLATION_TIERS = ("actor",)
+ISOLATION_TIERS = ("actor", "shared")
+Isolation = Literal["actor", "shared"]
 
 
 class _Model(BaseModel):
@@ -45,6 +46,48 @@ class FederationSettings(_Model):
     ray_address: str | None = Field(
         None, description="Ray cluster to join ('auto' or host:port); None starts a local Ray."
     )
+    mode: Literal["backtest", "live"] = Field(
+        "backtest",
+        description="'backtest': replay in blocks as fast as possible. 'live': one bar per tick in real "
+        "time ([live]); busy agents get their missed bars coalesced.",
+    )
+    isolation: Isolation = Field(
+        "actor",
+        description="Default tier of agents that set none: 'actor' (one Ray actor each) or 'shared' "
+        "(many agents per host actor).",
+    )
+    shared_hosts: int = Field(
+        0, ge=0, le=10_000, description="Host actors of the shared tier; 0 = the cluster's CPU count."
+    )
+    agent_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="A call to an agent running longer than this suspends the agent for the rest of the run.",
+    )
+
+
+class LiveSettings(_Model):
+    """``[live]``: the real-time data path (``[federation] mode = "live"``).
+
+    The built-in tick source replays the configured feed one bar per tick at a fixed pace (paper trading
+    on recorded or synthetic data). Exchange feeds are not built yet.
+    """
+
+    tick_interval_ms: float = Field(
+        100.0, ge=0, le=3_600_000, description="Time between ticks; 0 = next tick as soon as one is done."
+    )
+    decision_timeout_ms: float = Field(
+        50.0,
+        gt=0,
+        le=600_000,
+        description="How long a tick waits for agents; a later answer counts on a later tick and the "
+        "agent's missed bars are coalesced into its next batch.",
+    )
+    max_backlog_bars: int = Field(
+        1024, ge=1, le=1_000_000, description="Bars kept for a busy agent; older ones are dropped."
+    )
+    max_ticks: int | None = Field(None, ge=1, description="Stop after this many ticks (default: feed end).")
 
 
 class CsvFeedConfig(_Model):
@@ -156,7 +199,9 @@ class AgentEntry(_Model):
         default_factory=dict, description="Parameter -> values; one agent per combination (x count)."
     )
     count: int = Field(1, ge=1, le=100_000, description="Instances per parameter combination.")
-    isolation: str = Field("actor", description="Isolation tier; built: 'actor'.")
+    isolation: Isolation | None = Field(
+        None, description="'actor' or 'shared'; default: [federation] isolation."
+    )
     weight: float = Field(1.0, gt=0, description="Share of capital relative to the other agents.")
 
     @field_validator("class_")
@@ -170,13 +215,14 @@ class AgentEntry(_Model):
             )
         return value
 
-    @field_validator("isolation")
+    @field_validator("isolation", mode="before")
     @classmethod
-    def _known_tier(cls, value: str) -> str:
-        if value not in ISOLATION_TIERS:
+    def _known_tier(cls, value: Any) -> Any:
+        if value is not None and value not in ISOLATION_TIERS:
+            hint = " (the sandbox tier is not built yet)" if value == "sandbox" else ""
             raise ValueError(
-                f"isolation {value!r} is not available in this version; built tiers: "
-                f"{', '.join(ISOLATION_TIERS)} (one dedicated Ray actor per agent)"
+                f"isolation {value!r} is not a tier{hint}; choose 'actor' (one Ray actor per agent) or "
+                "'shared' (many agents per host actor)"
             )
         return value
 
@@ -203,6 +249,7 @@ class FleetConfig(_Model):
     feed: FeedConfig
     execution: ExecutionConfig = ExecutionConfig()
     risk: RiskConfig = RiskConfig()
+    live: LiveSettings = LiveSettings()
     agents: list[AgentEntry] = Field(min_length=1)
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file (set by load).")
 
@@ -222,7 +269,8 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
 def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) -> FleetConfig:
     """Read and validate a fleet config file; raises :class:`ConfigError` naming the file and field.
 
-    ``overrides`` replaces keys of ``[federation]`` (e.g. ``{"ledger": url}`` from ``--ledger``).
+    ``overrides`` replaces keys of ``[federation]`` (e.g. ``{"ledger": url}`` from ``--ledger``); an
+    ``isolation`` override applies to every agent, also those that set their own tier.
     """
     file = Path(path)
     try:
@@ -235,6 +283,10 @@ def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) ->
         raise ConfigError(f"{file}: invalid TOML: {exc}") from None
     if overrides:
         raw.setdefault("federation", {}).update({k: v for k, v in overrides.items() if v is not None})
+        if overrides.get("isolation") is not None and isinstance(raw.get("agents"), list):
+            for entry in raw["agents"]:
+                if isinstance(entry, dict):
+                    entry.pop("isolation", None)
     if "base_dir" in raw:
         raise ConfigError(f"{file}: base_dir: unknown top-level key")
     try:

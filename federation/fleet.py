@@ -162,6 +162,8 @@ def build_fleet(
     ]
     shares[-1] += capital - sum(shares, Decimal(0))
     return [
-        AgentSpec(name, cls, entry.class_, symbols, values, entry.isolation, share)
+        AgentSpec(
+            name, cls, entry.class_, symbols, values, entry.isolation or config.federation.isolation, share
+        )
         for (name, cls, entry, symbols, values), share in zip(staged, shares, strict=True)
     ]

@@ -22,7 +22,16 @@ class AgentSummary(BaseModel):
     fees: float
     equity: float = Field(description="Capital allocated + realized + unrealized P&L.")
     capital: float
-    cpu_s: float = Field(description="CPU seconds spent in the agent's hooks.")
+    cpu_s: float = Field(description="CPU seconds spent in the agent's hooks (its own thread's time).")
+    wall_s: float = Field(description="Wall-clock seconds spent in the agent's hooks.")
+    status: str = Field(description="'active', or 'suspended' after a call overran agent_timeout_s.")
+    node_id: str | None = Field(description="Ray node the agent ran on (None if it was suspended).")
+    rss_mb: float | None = Field(
+        description="Resident memory of the agent's process at the end of the run; in the shared tier "
+        "the host's divided by the agents it hosts (see sharing)."
+    )
+    uss_mb: float | None = Field(description="Unique (private) memory, measured and split like rss_mb.")
+    sharing: int | None = Field(description="Agents in the same process (1 in the actor tier).")
     errors: int = Field(description="Exceptions raised by the agent's hooks.")
     last_error: str | None = None
 
@@ -42,6 +51,19 @@ class PortfolioSummary(BaseModel):
     positions: dict[str, float]
 
 
+class LiveSummary(BaseModel):
+    ticks: int
+    tick_to_orders_p50_ms: float = Field(
+        description="From a bar entering the supervisor to the aggregated orders reaching the execution "
+        "actor."
+    )
+    tick_to_orders_p99_ms: float
+    tick_to_orders_max_ms: float
+    coalesced_bars: int = Field(description="Bars a busy runner received later, coalesced into one batch.")
+    dropped_bars: int = Field(description="Bars dropped from a busy runner's backlog (max_backlog_bars).")
+    late_answers: int = Field(description="Runner answers that arrived after the tick that asked.")
+
+
 class RunSummary(BaseModel):
     run_id: str
     status: str = Field(description="completed, interrupted or failed.")
@@ -51,6 +73,9 @@ class RunSummary(BaseModel):
     symbols: list[str]
     elapsed_s: float
     startup_s: float = Field(description="Seconds from launch until every agent was ready.")
+    replay_s: float = Field(description="Seconds from the first bar to the last agent's answer.")
+    mode: str = Field(description="backtest or live.")
+    live: LiveSummary | None = Field(description="Live mode's tick statistics (None in backtests).")
     data_issues: int = Field(description="Records the feed skipped (see data_issue_samples).")
     data_issue_samples: list[str]
     agents: list[AgentSummary]
@@ -78,6 +103,7 @@ def render(summary: RunSummary, console: Console, max_agents: int = 60) -> None:
         "realized",
         "unrealized",
         "cpu s",
+        "mem MB",
         "errors",
     ):
         text = col in ("agent", "class", "tier")
@@ -87,7 +113,7 @@ def render(summary: RunSummary, console: Console, max_agents: int = 60) -> None:
         table.add_row(
             a.name,
             a.class_.rpartition(":")[2],
-            a.isolation,
+            a.isolation if a.status == "active" else f"[red]{a.isolation}, suspended[/red]",
             str(a.bars),
             str(a.signals),
             str(a.orders),
@@ -95,6 +121,7 @@ def render(summary: RunSummary, console: Console, max_agents: int = 60) -> None:
             _money(a.realized_pnl),
             _money(a.unrealized_pnl),
             f"{a.cpu_s:.2f}",
+            "-" if a.uss_mb is None else f"{a.uss_mb:.0f}",
             f"[red]{a.errors}[/red]" if a.errors else "0",
         )
     if len(ranked) > max_agents:
@@ -110,6 +137,13 @@ def render(summary: RunSummary, console: Console, max_agents: int = 60) -> None:
         f"{summary.bars} bars x {len(summary.symbols)} symbols in {summary.elapsed_s:.1f} s "
         f"(start-up {summary.startup_s:.1f} s); ledger {summary.ledger}"
     )
+    if summary.live is not None:
+        lv = summary.live
+        console.print(
+            f"live: {lv.ticks} ticks, tick to orders p50 {lv.tick_to_orders_p50_ms:.1f} ms, "
+            f"p99 {lv.tick_to_orders_p99_ms:.1f} ms; {lv.coalesced_bars} bars coalesced, "
+            f"{lv.late_answers} late answers"
+        )
     if summary.data_issues:
         console.print(f"[yellow]{summary.data_issues} data records skipped[/yellow], e.g.:")
         for line in summary.data_issue_samples:

@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agents.base import HookError
-from agents.model import Fill
+from agents.model import BarBatch, Fill
 from federation.aggregator import Aggregator
 from federation.config import FleetConfig
 from federation.errors import AgentLoadError, ConfigError
@@ -40,9 +41,12 @@ from federation.ledger import (
     absolute_ledger_url,
     open_ledger,
 )
+from federation.live import LiveStats, TickClock, newest
 from federation.ray_runtime import ensure_ray
-from federation.runners import ActorRunner, AgentBlockResult, Runner
-from federation.summary import AgentSummary, PortfolioSummary, RunSummary
+from federation.runners import AgentBlockResult, AgentErrors, AgentHost, AgentUsage, Runner, RunnerLimits
+from federation.runners.base import trim_backlog
+from federation.runners.placement import build_runners
+from federation.summary import AgentSummary, LiveSummary, PortfolioSummary, RunSummary
 from policies.aggregation import AGGREGATION_POLICIES
 
 log = logging.getLogger("federation")
@@ -60,13 +64,22 @@ class _AgentMeters:
     errors: int = 0
     logged_errors: int = 0
     cpu_s: float = 0.0
+    wall_s: float = 0.0
     last_error: str | None = None
+    suspended: bool = False
 
 
 @dataclass(slots=True)
 class _RunState:
     meters: dict[str, _AgentMeters] = field(default_factory=dict)
     startup_s: float = 0.0
+    replay_s: float = 0.0
+    usage: dict[str, AgentUsage] = field(default_factory=dict)
+    live: LiveStats | None = None
+
+    @property
+    def order(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.meters)}
 
 
 def new_run_id() -> str:
@@ -84,12 +97,22 @@ class Supervisor:
         source: str = "config",
         console: Console | None = None,
         show_progress: bool = True,
+        on_ready: Callable[[list[Runner]], None] | None = None,
     ) -> None:
         self.config = config
         self.source = source
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress
+        self.on_ready = on_ready
+        """Called with the runners once every agent is ready, before the first bar (benchmarks)."""
         self.run_id = new_run_id()
+        fed = config.federation
+        self.limits = RunnerLimits(
+            call_timeout_s=fed.agent_timeout_s,
+            live=fed.mode == "live",
+            decision_timeout_s=config.live.decision_timeout_ms / 1000,
+            max_backlog_rows=config.live.max_backlog_bars,
+        )
 
     # ------------------------------------------------------------------------------------------- setup
     def prepare(self) -> tuple[MarketData, list[AgentSpec]]:
@@ -141,11 +164,20 @@ class Supervisor:
             aggregator = Aggregator(
                 AGGREGATION_POLICIES[cfg.federation.aggregation](),
                 market.symbols,
+                [s.name for s in fleet],
                 [s.symbols for s in fleet],
                 [float(s.capital) for s in fleet],
                 float(cfg.execution.lot_size),
             )
-            fills = self._loop(market, runners, aggregator, execution, state, ledger)
+            if self.on_ready is not None:
+                self.on_ready(runners)
+            loop_started = time.perf_counter()
+            if self.limits.live:
+                fills = self._live_loop(market, runners, aggregator, execution, state, ledger)
+            else:
+                fills = self._loop(market, runners, aggregator, execution, state, ledger)
+            state.replay_s = time.perf_counter() - loop_started
+            self._measure(runners, state)
             self._stop(runners, fills, state, ledger)
             report = ray.get(execution.finish.remote())
             status = "completed"
@@ -183,16 +215,11 @@ class Supervisor:
         )
 
     def _start(self, fleet: list[AgentSpec], state: _RunState, started: float, runners: list[Runner]) -> None:
-        """Create every runner at once (parallel start-up), then wait with a progress bar.
+        """Create every runner at once (parallel start-up), then wait with a progress bar of agents.
 
         Runners are appended to ``runners`` as they are created, so the caller can always release them.
         """
-        for s in fleet:
-            runners.append(
-                ActorRunner(
-                    s.agent_class, name=s.name, symbols=s.symbols, params=s.params, capital=float(s.capital)
-                )
-            )
+        build_runners(fleet, self.limits, self.config.federation.shared_hosts, runners)
         pending = {r.start(): r for r in runners}
         failures: list[str] = []
         with Progress(
@@ -204,23 +231,66 @@ class Supervisor:
             transient=True,
             disable=not self.show_progress,
         ) as progress:
-            task = progress.add_task("start", total=len(runners))
+            task = progress.add_task("start", total=len(fleet))
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.2)
                 for ref in done:
                     runner = pending.pop(ref)
                     try:
-                        errors: list[HookError] = ray.get(ref)
+                        errors: AgentErrors = ray.get(ref)
                     except ray.exceptions.RayError as exc:
-                        failures.append(f"agent {runner.names[0]!r} could not be created: {_root_cause(exc)}")
+                        who = _agents(runner.names)
+                        failures.append(f"{who} could not be created: {_root_cause(exc)}")
                         continue
-                    failures += [f"agent {runner.names[0]!r} failed in {e.hook}: {e.message}" for e in errors]
-                    progress.advance(task)
+                    failures += [f"agent {name!r} failed in {e.hook}: {e.message}" for name, e in errors]
+                    progress.advance(task, len(runner.names))
         if failures:
             raise AgentLoadError("\n".join(failures))
         state.startup_s = time.perf_counter() - started
 
     # -------------------------------------------------------------------------------------------- loop
+    def _deadline(self, runner: Runner) -> float:
+        """Seconds a runner may take for one call: one agent's timeout per hosted agent, plus one."""
+        n = len(runner.names)
+        return self.limits.call_timeout_s * (n + 1 if n > 1 else 1)
+
+    def _collect(self, ref: Any, runner: Runner) -> list[AgentBlockResult]:
+        """A runner's results; a runner whose process died suspends its agents."""
+        try:
+            out: list[AgentBlockResult] = ray.get(ref)
+            return out
+        except ray.exceptions.RayError as exc:
+            return self._lose(runner, f"the runner process died: {_root_cause(exc)}")
+
+    def _lose(self, runner: Runner, why: str) -> list[AgentBlockResult]:
+        """Give up on ``runner``: kill it and suspend every agent it hosts."""
+        runner.kill()
+        results = []
+        for name in runner.names:
+            result = AgentHost.suspension(name, "on_batch", 0, self.limits.call_timeout_s)
+            message = f"{why}; suspended for the rest of the run"
+            result.error_details[0] = HookError("on_batch", 0, message, "")
+            results.append(result)
+        return results
+
+    def _gather(self, refs: dict[Any, Runner], lost: set[int]) -> list[AgentBlockResult]:
+        """Every runner's results, or its agents' suspension when it overruns its deadline."""
+        started = time.perf_counter()
+        out: list[AgentBlockResult] = []
+        pending = dict(refs)
+        while pending:
+            wait = min(self._deadline(r) for r in pending.values()) - (time.perf_counter() - started)
+            done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=max(wait, 0.0))
+            for ref in done:
+                out += self._collect(ref, pending.pop(ref))
+            elapsed = time.perf_counter() - started
+            for ref, runner in list(pending.items()):
+                if elapsed >= self._deadline(runner):
+                    del pending[ref]
+                    lost.add(id(runner))
+                    out += self._lose(runner, f"no answer within {self._deadline(runner):g} s")
+        return out
+
     def _loop(
         self,
         market: MarketData,
@@ -231,27 +301,16 @@ class Supervisor:
         ledger: SQLiteLedger,
     ) -> dict[str, list[Fill]]:
         """Replay every block; return the fills of the last block (not yet delivered to agents)."""
-        order = {name: i for i, name in enumerate(state.meters)}
         block_size = self.config.federation.block_size
         n_blocks = -(-len(market) // block_size)
-        with Progress(
-            TextColumn("replaying"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("blocks"),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-            disable=not self.show_progress,
-        ) as progress:
+        lost: set[int] = set()
+        with self._progress("replaying", "blocks") as progress:
             task = progress.add_task("replay", total=n_blocks)
             fills: dict[str, list[Fill]] = {}
             for batch in market.blocks(block_size):
                 block_ref = ray.put(batch)
-                outputs: list[list[AgentBlockResult]] = ray.get(
-                    [r.process(block_ref, fills) for r in runners]
-                )
-                results = sorted((res for out in outputs for res in out), key=lambda r: order[r.name])
+                live = [r for r in runners if id(r) not in lost and self._has_active(r, state)]
+                results = self._gather({r.process(block_ref, fills): r for r in live}, lost)
                 self._record_results(results, state, ledger)
                 targets = aggregator.targets(batch, results)
                 outcome = ray.get(execution.process_block.remote(block_ref, targets))
@@ -259,30 +318,163 @@ class Supervisor:
                 progress.advance(task)
         return fills
 
+    def _live_loop(
+        self,
+        market: MarketData,
+        runners: list[Runner],
+        aggregator: Aggregator,
+        execution: Any,
+        state: _RunState,
+        ledger: SQLiteLedger,
+    ) -> dict[str, list[Fill]]:
+        """One bar per tick, paced; busy runners get missed bars coalesced (:mod:`federation.live`)."""
+        live_cfg = self.config.live
+        stats = state.live = LiveStats()
+        clock = TickClock(live_cfg.tick_interval_ms / 1000)
+        n_ticks = min(len(market), live_cfg.max_ticks or len(market))
+        inflight: dict[Any, tuple[Runner, float]] = {}
+        backlog: dict[int, list[BarBatch]] = {id(r): [] for r in runners}
+        undelivered: dict[str, list[Fill]] = {}
+        lost: set[int] = set()
+        with self._progress("live", "ticks") as progress:
+            task = progress.add_task("live", total=n_ticks)
+            for tick, bar in enumerate(market.blocks(1)):
+                if tick >= n_ticks:
+                    break
+                clock.wait()
+                t0 = time.monotonic_ns()
+                bar_ref = ray.put(bar)
+                busy = {id(r) for r, _ in inflight.values()}
+                asked = []
+                for runner in runners:
+                    key = id(runner)
+                    if key in lost or not self._has_active(runner, state):
+                        continue
+                    queue = backlog[key]
+                    queue.append(bar)
+                    if key in busy:
+                        stats.dropped_bars += trim_backlog(queue, live_cfg.max_backlog_bars)
+                        continue
+                    ref = bar_ref
+                    if len(queue) > 1:
+                        stats.coalesced_bars += len(queue) - 1
+                        ref = ray.put(BarBatch.concat(queue))
+                    backlog[key] = []
+                    fills = {n: undelivered.pop(n) for n in runner.names if n in undelivered}
+                    call = runner.process(ref, fills)
+                    inflight[call] = (runner, time.perf_counter())
+                    asked.append(call)
+                results = self._live_answers(asked, inflight, lost, stats)
+                self._record_results(results, state, ledger)
+                targets = aggregator.targets(bar, [newest(r) for r in results])
+                outcome = ray.get(execution.process_block.remote(bar_ref, targets))
+                stats.latencies_ns.append(outcome.received_ns - t0)
+                stats.ticks += 1
+                for name, agent_fills in outcome.fills.items():
+                    undelivered.setdefault(name, []).extend(agent_fills)
+                progress.advance(task)
+        # Drain: wait for calls still running, so every agent has answered before on_stop.
+        results = []
+        for call, (runner, _) in list(inflight.items()):
+            results += self._gather({call: runner}, lost)
+        self._record_results(results, state, ledger)
+        return undelivered
+
+    def _live_answers(
+        self,
+        asked: list[Any],
+        inflight: dict[Any, tuple[Runner, float]],
+        lost: set[int],
+        stats: LiveStats,
+    ) -> list[AgentBlockResult]:
+        """Wait up to the decision timeout for this tick's calls; take every answer that is in."""
+        if asked:
+            ray.wait(asked, num_returns=len(asked), timeout=self.limits.decision_timeout_s)
+        done, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
+        asked_now = set(asked)
+        results: list[AgentBlockResult] = []
+        for call in done:
+            runner, _ = inflight.pop(call)
+            stats.late_answers += call not in asked_now
+            results += self._collect(call, runner)
+        now = time.perf_counter()
+        for call, (runner, since) in list(inflight.items()):
+            if now - since >= self._deadline(runner):
+                del inflight[call]
+                lost.add(id(runner))
+                results += self._lose(runner, f"no answer within {self._deadline(runner):g} s")
+        return results
+
+    def _has_active(self, runner: Runner, state: _RunState) -> bool:
+        return any(not state.meters[n].suspended for n in runner.names)
+
+    def _progress(self, label: str, unit: str) -> Progress:
+        return Progress(
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.show_progress,
+        )
+
+    def _measure(self, runners: list[Runner], state: _RunState) -> None:
+        """Memory, CPU and node of every agent still running (for the summary)."""
+        live = [r for r in runners if self._has_active(r, state)]
+        refs = [r.usage() for r in live]
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=30)
+        for ref in done:
+            try:
+                for usage in ray.get(ref):
+                    state.usage[usage.name] = usage
+            except ray.exceptions.RayError:
+                continue
+
     def _stop(
         self, runners: list[Runner], fills: dict[str, list[Fill]], state: _RunState, ledger: SQLiteLedger
     ) -> None:
-        """Deliver the last block's fills and call ``on_stop`` everywhere."""
-        outputs: list[list[HookError]] = ray.get([r.stop(fills) for r in runners])
+        """Deliver the last fills and call ``on_stop`` for every agent not suspended."""
+        live = [r for r in runners if self._has_active(r, state)]
+        refs = {r.stop(fills): r for r in live}
+        done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=self.limits.call_timeout_s)
         batch = LedgerBatch()
-        for runner, errors in zip(runners, outputs, strict=True):
-            for error in errors:
-                self._count_error(runner.names[0], error, state, batch)
+        for ref in done:
+            try:
+                errors: AgentErrors = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                errors = [(n, HookError("on_stop", 0, _root_cause(exc), "")) for n in refs[ref].names]
+            for name, error in errors:
+                self._count_error(name, error, state, batch)
+        for ref in set(refs) - set(done):
+            for name in refs[ref].names:
+                message = f"did not return within {self.limits.call_timeout_s:g} s"
+                self._count_error(name, HookError("on_stop", 0, message, ""), state, batch)
         ledger.write(self.run_id, batch)
 
     def _record_results(
         self, results: list[AgentBlockResult], state: _RunState, ledger: SQLiteLedger
     ) -> None:
         batch = LedgerBatch()
+        order = state.order
+        results.sort(key=lambda r: order[r.name])  # runners answer in any order; the ledger does not
         for res in results:
             m = state.meters[res.name]
             m.bars += res.bars
             m.signals += res.signals
             m.rejected += res.rejected
             m.cpu_s += res.cpu_s
+            m.wall_s += res.wall_s
             m.errors += res.errors - len(res.error_details)
             for error in res.error_details:
                 self._count_error(res.name, error, state, batch)
+            if res.suspended and not m.suspended:
+                m.suspended = True
+                detail = res.error_details[0].message if res.error_details else "suspended"
+                log.error("agent %r suspended: %s", res.name, detail)
+                event = EventRecord(time.time_ns(), "agent_suspended", "suspended", detail, res.name)
+                batch.events.append(event)
             if not res.rejected:
                 continue
             if m.rejected == res.rejected:  # the first time only; every block is recorded in the ledger
@@ -348,6 +540,7 @@ class Supervisor:
         agents = []
         for spec in fleet:
             m, t = state.meters[spec.name], trades.get(spec.name, {})
+            u = state.usage.get(spec.name)
             agents.append(
                 AgentSummary(
                     name=spec.name,
@@ -365,6 +558,12 @@ class Supervisor:
                     equity=_f(t.get("equity", spec.capital)),
                     capital=float(spec.capital),
                     cpu_s=round(m.cpu_s, 4),
+                    wall_s=round(m.wall_s, 4),
+                    status="suspended" if m.suspended else "active",
+                    node_id=u.node_id if u else None,
+                    rss_mb=u.rss_mb if u else None,
+                    uss_mb=u.uss_mb if u else None,
+                    sharing=u.sharing if u else None,
                     errors=m.errors,
                     last_error=m.last_error,
                 )
@@ -394,11 +593,35 @@ class Supervisor:
             symbols=list(market.symbols),
             elapsed_s=round(time.perf_counter() - started, 3),
             startup_s=round(state.startup_s, 3),
+            replay_s=round(state.replay_s, 3),
+            mode=cfg.federation.mode,
+            live=_live_summary(state.live),
             data_issues=len(market.issues),
             data_issue_samples=[str(i) for i in market.issues[:5]],
             agents=agents,
             portfolio=portfolio,
         )
+
+
+def _live_summary(stats: LiveStats | None) -> LiveSummary | None:
+    if stats is None:
+        return None
+    return LiveSummary(
+        ticks=stats.ticks,
+        tick_to_orders_p50_ms=stats.percentile_ms(50),
+        tick_to_orders_p99_ms=stats.percentile_ms(99),
+        tick_to_orders_max_ms=stats.percentile_ms(100),
+        coalesced_bars=stats.coalesced_bars,
+        dropped_bars=stats.dropped_bars,
+        late_answers=stats.late_answers,
+    )
+
+
+def _agents(names: tuple[str, ...]) -> str:
+    if len(names) == 1:
+        return f"agent {names[0]!r}"
+    shown = ", ".join(repr(n) for n in names[:5])
+    return f"the host of agents {shown}{' and more' if len(names) > 5 else ''}"
 
 
 def _f(value: Decimal | float | None) -> float:

@@ -36,7 +36,8 @@ def test_good_config_and_defaults(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, GOOD))
     assert cfg.federation.capital == 50000 and cfg.federation.block_size == 256
     assert cfg.base_dir == tmp_path.resolve()
-    assert cfg.agents[0].isolation == "actor" and cfg.agents[0].count == 1
+    assert cfg.agents[0].isolation is None and cfg.federation.isolation == "actor"
+    assert cfg.agents[0].count == 1 and cfg.federation.mode == "backtest"
 
 
 def test_overrides(tmp_path: Path) -> None:
@@ -70,7 +71,8 @@ def test_toml_syntax_error_names_line(tmp_path: Path) -> None:
             GOOD.replace("agents.momentum:MomentumAgent", "agents.momentum"),
             "agents[0].class: 'agents.momentum' is not",
         ),
-        (GOOD + 'isolation = "shared"\n', "agents[0].isolation: isolation 'shared' is not available"),
+        (GOOD + 'isolation = "sandbox"\n', "agents[0].isolation: isolation 'sandbox' is not a tier (the sandbox tier is not built yet)"),
+        (GOOD + 'isolation = "shard"\n', "agents[0].isolation: isolation 'shard' is not a tier; choose 'actor'"),
         (GOOD + "count = 0\n", "agents[0].count: Input should be greater than or equal to 1"),
         (GOOD + "weight = 0\n", "agents[0].weight"),
         (GOOD + "params = { fast = 3 }\ngrid = { fast = [1, 2] }\n", "fast set in both params and grid"),

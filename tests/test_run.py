@@ -18,6 +18,8 @@ from tests.conftest import EXAMPLES
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 DATA = EXAMPLES / "data" / "lean" / "daily"
+MEASURED = {"cpu_s", "wall_s", "rss_mb", "uss_mb", "node_id", "sharing"}
+"""Summary fields that are measurements of this machine, not results."""
 
 
 def write_fleet(tmp_path: Path, agents: str, *, extra: str = "") -> Path:
@@ -137,8 +139,8 @@ def test_same_config_same_results(tmp_path: Path) -> None:
     second = run_fleet(load_config(config))
     assert first.run_id != second.run_id
     assert first.portfolio == second.portfolio
-    assert [a.model_dump(exclude={"cpu_s"}) for a in first.agents] == [
-        a.model_dump(exclude={"cpu_s"}) for a in second.agents
+    assert [a.model_dump(exclude=MEASURED) for a in first.agents] == [
+        a.model_dump(exclude=MEASURED) for a in second.agents
     ]
     assert first.portfolio.internal_crosses > 0, "opposite views must be netted internally"
     ledger = ledger_for(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -50,7 +51,10 @@ class _ExecutionService:
         )
 
     def process_block(self, batch: BarBatch, targets: TargetUpdates) -> BlockOutcome:
-        return self.engine.process_block(batch, targets)
+        received = time.monotonic_ns()
+        outcome = self.engine.process_block(batch, targets)
+        outcome.received_ns = received
+        return outcome
 
     def finish(self) -> dict[str, Any]:
         report = self.engine.finish()

@@ -87,6 +87,8 @@ class BlockOutcome:
     """Fills attributed to each agent in the block (to deliver through ``on_fill``)."""
 
     fills: dict[str, list[Fill]] = field(default_factory=dict)
+    received_ns: int = 0
+    """``time.monotonic_ns()`` when the execution actor received the block's targets (live latency)."""
 
 
 def pro_rata(total: int, weights: list[int]) -> list[int]:

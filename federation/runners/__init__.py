@@ -1,7 +1,19 @@
-"""Isolation tiers behind one handle (:class:`Runner`). Built: ``actor``."""
+"""Isolation tiers behind one handle (:class:`Runner`). Built: ``actor`` and ``shared``."""
 
 from federation.runners.actor import ActorRunner
-from federation.runners.base import Runner
+from federation.runners.base import AgentErrors, Runner, RunnerLimits
 from federation.runners.host import AgentBlockResult, AgentHost
+from federation.runners.shared import SharedRunner, pack
+from federation.runners.usage import AgentUsage
 
-__all__ = ["ActorRunner", "AgentBlockResult", "AgentHost", "Runner"]
+__all__ = [
+    "ActorRunner",
+    "AgentBlockResult",
+    "AgentErrors",
+    "AgentHost",
+    "AgentUsage",
+    "Runner",
+    "RunnerLimits",
+    "SharedRunner",
+    "pack",
+]

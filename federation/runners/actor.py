@@ -1,4 +1,8 @@
-"""The ``actor`` isolation tier: one dedicated Ray actor (own process) per agent."""
+"""The ``actor`` isolation tier: one dedicated Ray actor (own process) per agent.
+
+A crash, a leak or a hang stays in that process. The supervisor enforces the call deadline from outside:
+an actor that does not answer in time is killed and its agent suspended.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +10,33 @@ from typing import Any
 
 import ray
 
-from agents.base import Agent, HookError
+from agents.base import Agent
 from agents.model import BarBatch, Fill
+from federation.runners.base import AgentErrors
 from federation.runners.host import AgentBlockResult, AgentHost
+from federation.runners.usage import AgentUsage, process_usage
 
 
 class _AgentService:
     def __init__(self, agent_class: type[Agent], kwargs: dict[str, Any]) -> None:
         self.host = AgentHost(agent_class, **kwargs)
 
-    def start(self) -> list[HookError]:
+    def start(self) -> AgentErrors:
         error = self.host.start()
-        return [error] if error else []
+        return [(self.host.name, error)] if error else []
 
     def process(self, block: BarBatch, fills: list[Fill]) -> list[AgentBlockResult]:
         return [self.host.process(block, fills)]
 
-    def stop(self, fills: list[Fill]) -> list[HookError]:
-        return self.host.stop(fills)
+    def stop(self, fills: list[Fill]) -> AgentErrors:
+        return [(self.host.name, e) for e in self.host.stop(fills)]
+
+    def usage(self) -> list[AgentUsage]:
+        return process_usage([self.host.name])
 
 
-_AgentActor: Any = ray.remote(_AgentService).options(num_cpus=0, max_restarts=0, max_concurrency=1)
+_AgentActor: Any = ray.remote(_AgentService)
+_ACTOR_OPTIONS: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0, "max_concurrency": 1}
 
 
 class ActorRunner:
@@ -42,10 +52,11 @@ class ActorRunner:
         symbols: tuple[str, ...],
         params: dict[str, Any],
         capital: float,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.names: tuple[str, ...] = (name,)
         kwargs = {"name": name, "symbols": symbols, "params": params, "capital": capital}
-        self._actor = _AgentActor.remote(agent_class, kwargs)
+        self._actor = _AgentActor.options(**_ACTOR_OPTIONS, **(options or {})).remote(agent_class, kwargs)
 
     def start(self) -> Any:
         return self._actor.start.remote()
@@ -55,6 +66,9 @@ class ActorRunner:
 
     def stop(self, fills: dict[str, list[Fill]]) -> Any:
         return self._actor.stop.remote(fills.get(self.names[0], []))
+
+    def usage(self) -> Any:
+        return self._actor.usage.remote()
 
     def kill(self) -> None:
         ray.kill(self._actor, no_restart=True)

@@ -1,14 +1,48 @@
 """The handle every isolation tier presents to the supervisor.
 
-A runner hosts one or more agents (the ``actor`` tier: exactly one, in its own Ray actor). All methods
-are asynchronous and return Ray object references, so the supervisor drives every runner in parallel.
+A runner hosts one or more agents (the ``actor`` tier: exactly one, in its own Ray actor; the ``shared``
+tier: many, in one host actor). All methods are asynchronous and return Ray object references, so the
+supervisor drives every runner in parallel and nothing above the runner knows the tier.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agents.model import Fill
+from agents.base import HookError
+from agents.model import BarBatch, Fill
+
+AgentErrors = list[tuple[str, HookError]]
+"""``(agent name, error)`` pairs returned by ``start`` and ``stop``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerLimits:
+    """How long an agent's call may take before the runner stops waiting for it.
+
+    Backtest (``live`` False): a call running past ``call_timeout_s`` suspends the agent for the rest of
+    the run. Live: a call running past ``decision_timeout_s`` no longer holds up the others; the agent's
+    result arrives later and the bars it missed meanwhile are coalesced into its next batch; it is
+    suspended only when one call exceeds ``call_timeout_s``.
+    """
+
+    call_timeout_s: float = 60.0
+    live: bool = False
+    decision_timeout_s: float = 0.05
+    max_backlog_rows: int = 1024
+    """Live mode: bars kept for an agent that is still busy (the oldest are dropped beyond this)."""
+
+
+def trim_backlog(backlog: list[BarBatch], max_rows: int) -> int:
+    """Drop the oldest batches beyond ``max_rows`` rows (the newest always stays); rows dropped."""
+    dropped = 0
+    rows = sum(len(b) for b in backlog)
+    while len(backlog) > 1 and rows > max_rows:
+        first = len(backlog.pop(0))
+        rows -= first
+        dropped += first
+    return dropped
 
 
 class Runner(Protocol):
@@ -17,13 +51,17 @@ class Runner(Protocol):
     isolation: str
 
     def start(self) -> Any:
-        """ObjectRef -> ``list[HookError]`` (errors of ``on_start``; empty when all started)."""
+        """ObjectRef -> :data:`AgentErrors` of ``on_start`` (empty when all started)."""
 
     def process(self, block: Any, fills: dict[str, list[Fill]]) -> Any:
-        """ObjectRef -> ``list[AgentBlockResult]``, one per hosted agent. ``block`` is an ObjectRef."""
+        """ObjectRef -> ``list[AgentBlockResult]`` for the hosted agents that finished (all of them in
+        backtests). ``block`` is an ObjectRef of a :class:`~agents.model.BarBatch`."""
 
     def stop(self, fills: dict[str, list[Fill]]) -> Any:
-        """Deliver the last ``fills``, call ``on_stop``; ObjectRef -> ``list[HookError]``."""
+        """Deliver the last ``fills``, call ``on_stop``; ObjectRef -> :data:`AgentErrors`."""
+
+    def usage(self) -> Any:
+        """ObjectRef -> ``list[AgentUsage]`` (memory, CPU and node of each hosted agent)."""
 
     def kill(self) -> None:
         """Release the runner's processes now."""

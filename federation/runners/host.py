@@ -33,6 +33,9 @@ class AgentBlockResult:
     errors: int = 0
     error_details: list[HookError] = field(default_factory=list)
     cpu_s: float = 0.0
+    wall_s: float = 0.0
+    suspended: bool = False
+    """The agent's call ran past its deadline and the agent gets no more bars this run."""
 
 
 class AgentHost:
@@ -52,15 +55,17 @@ class AgentHost:
         self.name = name
         self.clock = clock
         self.cpu_s = 0.0
+        self.wall_s = 0.0
 
     def _call(self, hook: str, ts: int, fn: Callable[[], Any]) -> tuple[Any, HookError | None]:
-        start = self.clock()
+        start, wall = self.clock(), time.perf_counter()
         try:
             return fn(), None
         except Exception as exc:
             return None, HookError.capture(hook, ts, exc)
         finally:
             self.cpu_s += self.clock() - start
+            self.wall_s += time.perf_counter() - wall
 
     def start(self) -> HookError | None:
         """Call ``on_start``; the error, if it raised."""
@@ -85,7 +90,7 @@ class AgentHost:
     def process(self, batch: BarBatch, fills: list[Fill]) -> AgentBlockResult:
         """Deliver ``fills`` (``on_fill``), then the agent's columns of ``batch`` (``on_batch``)."""
         agent = self.agent
-        cpu_before = self.cpu_s
+        cpu_before, wall_before = self.cpu_s, self.wall_s
         errors = self._deliver(fills)
         view = batch.select(agent.symbols)
         shape = (len(view), len(agent.symbols))
@@ -104,7 +109,18 @@ class AgentHost:
         result.errors = len(errors)
         result.error_details = errors[:MAX_MESSAGES]
         result.cpu_s = self.cpu_s - cpu_before
+        result.wall_s = self.wall_s - wall_before
         return result
+
+    @staticmethod
+    def suspension(name: str, hook: str, ts: int, deadline_s: float) -> AgentBlockResult:
+        """The result standing in for a call that ran past ``deadline_s``: the agent is suspended."""
+        empty = np.zeros((0, 0))
+        message = f"{hook} did not return within {deadline_s:g} s; suspended for the rest of the run"
+        error = HookError(hook, ts, message, "")
+        return AgentBlockResult(
+            name, empty, empty, errors=1, error_details=[error], wall_s=deadline_s, suspended=True
+        )
 
     def _accept(
         self, out: Any, shape: tuple[int, int], result: AgentBlockResult, errors: list[HookError]

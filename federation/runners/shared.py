@@ -1,0 +1,178 @@
+"""The ``shared`` isolation tier: many agents in one host actor (one process), for density.
+
+What is contained per agent: exceptions (as in every tier), and calls that run too long. The host runs
+its agents' calls on a worker thread (:class:`~federation.runners.lane.LaneRunner`); when an agent's call
+passes its deadline the host stops waiting for it and carries on with the others, so a slow agent costs
+the others at most one deadline. CPU seconds are measured per thread, so each agent is charged its own.
+What is not contained: memory, and a crash of the process (a segfault in a C extension takes the host and
+all its agents down). Use the ``actor`` tier for code that needs that.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import partial
+from typing import Any
+
+import ray
+
+from agents.base import Agent
+from agents.model import BarBatch, Fill
+from federation.runners.base import AgentErrors, RunnerLimits, trim_backlog
+from federation.runners.host import AgentBlockResult, AgentHost
+from federation.runners.lane import LaneRunner
+from federation.runners.usage import AgentUsage, process_usage
+
+
+class _Busy:
+    """A live-mode agent whose call overran the decision deadline and is still running."""
+
+    __slots__ = ("backlog", "fills", "since")
+
+    def __init__(self) -> None:
+        self.since = time.monotonic()
+        self.backlog: list[BarBatch] = []
+        self.fills: list[Fill] = []
+
+
+class _HostService:
+    def __init__(self, agents: list[tuple[type[Agent], dict[str, Any]]], limits: RunnerLimits) -> None:
+        self.limits = limits
+        self.hosts = {kw["name"]: AgentHost(cls, **kw) for cls, kw in agents}
+        self.suspended: set[str] = set()
+        self.busy: dict[str, _Busy] = {}
+        self._late: list[AgentBlockResult] = []
+        self._ready: dict[str, _Busy] = {}
+        """Agents back from an overrun call, with the bars and fills they missed meanwhile."""
+        self._late_lock = threading.Lock()
+        self.lanes = LaneRunner(self._on_late)
+
+    def _on_late(self, name: str, result: Any) -> None:
+        with self._late_lock:
+            if isinstance(result, AgentBlockResult):
+                self._late.append(result)
+            busy = self.busy.pop(name, None)
+            if busy is not None and (busy.backlog or busy.fills):
+                self._ready[name] = busy
+
+    def _active(self) -> list[str]:
+        return [n for n in self.hosts if n not in self.suspended and n not in self.busy]
+
+    def start(self) -> AgentErrors:
+        calls = [(n, self.hosts[n].start) for n in self._active()]
+        done, overran = self.lanes.run(calls, self.limits.call_timeout_s)
+        errors: AgentErrors = [(n, e) for n, e in done.items() if e is not None]
+        for name in overran:
+            self._suspend(name)
+            errors.append(
+                (name, AgentHost.suspension(name, "on_start", 0, self.limits.call_timeout_s).error_details[0])
+            )
+        return errors
+
+    def process(self, block: BarBatch, fills: dict[str, list[Fill]]) -> list[AgentBlockResult]:
+        limits = self.limits
+        out: list[AgentBlockResult] = []
+        ts = int(block.ts[0]) if len(block) else 0
+        with self._late_lock:
+            late, self._late = self._late, []
+            ready, self._ready = self._ready, {}
+            for name, busy in self.busy.items():
+                busy.backlog.append(block)
+                busy.fills += fills.get(name, [])
+                trim_backlog(busy.backlog, self.limits.max_backlog_rows)
+        out += late
+        for name, busy in list(self.busy.items()):
+            if time.monotonic() - busy.since > limits.call_timeout_s:
+                self._suspend(name)
+                out.append(AgentHost.suspension(name, "on_batch", ts, limits.call_timeout_s))
+        calls = []
+        for name in self._active():
+            batch, agent_fills = block, fills.get(name, [])
+            if name in ready:  # coalesce what it missed while busy into one fresher batch
+                batch = BarBatch.concat([*ready[name].backlog, block])
+                agent_fills = ready[name].fills + agent_fills
+            calls.append((name, partial(self.hosts[name].process, batch, agent_fills)))
+        deadline = limits.decision_timeout_s if limits.live else limits.call_timeout_s
+        done, overran = self.lanes.run(calls, deadline)
+        out += done.values()
+        for name in overran:
+            if limits.live:
+                with self._late_lock:
+                    self.busy.setdefault(name, _Busy())
+            else:
+                self._suspend(name)
+                out.append(AgentHost.suspension(name, "on_batch", ts, deadline))
+        return out
+
+    def _suspend(self, name: str) -> None:
+        self.suspended.add(name)
+        with self._late_lock:
+            self.busy.pop(name, None)
+        lane = self.lanes.abandoned.get(name)
+        if lane is not None:
+            lane.interrupt()
+
+    def stop(self, fills: dict[str, list[Fill]]) -> AgentErrors:
+        calls = [(n, partial(self.hosts[n].stop, fills.get(n, []))) for n in self._active()]
+        done, overran = self.lanes.run(calls, self.limits.call_timeout_s)
+        errors: AgentErrors = [(n, e) for n, errs in done.items() for e in errs]
+        for name in overran:
+            self._suspend(name)
+            errors.append(
+                (name, AgentHost.suspension(name, "on_stop", 0, self.limits.call_timeout_s).error_details[0])
+            )
+        self.lanes.close()
+        return errors
+
+    def usage(self) -> list[AgentUsage]:
+        return process_usage(list(self.hosts))
+
+
+_HostActor: Any = ray.remote(_HostService)
+_ACTOR_OPTIONS: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0, "max_concurrency": 1}
+
+
+class SharedRunner:
+    """One host actor for several agents; created at construction, ``start()`` waits for it."""
+
+    isolation = "shared"
+
+    def __init__(
+        self,
+        agents: list[tuple[type[Agent], dict[str, Any]]],
+        limits: RunnerLimits,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.names: tuple[str, ...] = tuple(kw["name"] for _, kw in agents)
+        self._actor = _HostActor.options(**_ACTOR_OPTIONS, **(options or {})).remote(agents, limits)
+
+    def start(self) -> Any:
+        return self._actor.start.remote()
+
+    def process(self, block: Any, fills: dict[str, list[Fill]]) -> Any:
+        mine = {n: fills[n] for n in self.names if n in fills}
+        return self._actor.process.remote(block, mine)
+
+    def stop(self, fills: dict[str, list[Fill]]) -> Any:
+        return self._actor.stop.remote({n: fills[n] for n in self.names if n in fills})
+
+    def usage(self) -> Any:
+        return self._actor.usage.remote()
+
+    def kill(self) -> None:
+        ray.kill(self._actor, no_restart=True)
+
+
+def pack(costs: list[int], hosts: int) -> list[list[int]]:
+    """Indices of ``costs`` split into ``hosts`` groups of near-equal total cost (greedy, largest first).
+
+    Deterministic; each group keeps its indices in ascending order. Empty groups are dropped.
+    """
+    groups: list[list[int]] = [[] for _ in range(max(1, min(hosts, len(costs))))]
+    load = [0] * len(groups)
+    for i in sorted(range(len(costs)), key=lambda k: (-costs[k], k)):
+        g = min(range(len(groups)), key=lambda k: (load[k], k))
+        groups[g].append(i)
+        load[g] += costs[i]
+    return [sorted(g) for g in groups if g]
