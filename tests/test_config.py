@@ -71,8 +71,14 @@ def test_toml_syntax_error_names_line(tmp_path: Path) -> None:
             GOOD.replace("agents.momentum:MomentumAgent", "agents.momentum"),
             "agents[0].class: 'agents.momentum' is not",
         ),
-        (GOOD + 'isolation = "sandbox"\n', "agents[0].isolation: isolation 'sandbox' is not a tier (the sandbox tier is not built yet)"),
-        (GOOD + 'isolation = "shard"\n', "agents[0].isolation: isolation 'shard' is not a tier; choose 'actor'"),
+        (
+            GOOD + 'isolation = "sandbox"\n',
+            "agents[0].isolation: isolation 'sandbox' is not a tier (the sandbox tier is not built yet)",
+        ),
+        (
+            GOOD + 'isolation = "shard"\n',
+            "agents[0].isolation: isolation 'shard' is not a tier; choose 'actor'",
+        ),
         (GOOD + "count = 0\n", "agents[0].count: Input should be greater than or equal to 1"),
         (GOOD + "weight = 0\n", "agents[0].weight"),
         (GOOD + "params = { fast = 3 }\ngrid = { fast = [1, 2] }\n", "fast set in both params and grid"),
