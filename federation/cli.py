@@ -6,16 +6,18 @@ the summary so far is still printed).
 
 from __future__ import annotations
 
+import json
 import keyword
 import logging
 import os
 import re
 import sys
 import traceback
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
@@ -37,7 +39,13 @@ Examples:
 
   federation run fleet.toml --ledger sqlite:///runs/a.db
 
+  federation run examples/fleet100.toml --isolation shared   # 100 agents packed on host actors
+
+  federation run fleet.toml --address auto           # join a running Ray cluster
+
   federation new-agent my_strategy                   # writes my_strategy.py + my_strategy.toml
+
+  federation bench fleet --agents 100 --isolation shared --mode backtest   # JSON on stdout
 """,
     no_args_is_help=True,
     add_completion=False,
@@ -57,6 +65,18 @@ def run(
         int | None, typer.Option(min=1, help="Bars per call to agents, overrides [federation] block_size.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    isolation: Annotated[
+        Isolation | None,
+        typer.Option(help="Run every agent in this tier, overriding the config (actor or shared)."),
+    ] = None,
+    mode: Annotated[Mode | None, typer.Option(help="backtest or live, overrides [federation] mode.")] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to join ('auto', host:port or ray://...); default: [federation] ray_address, "
+            "then RAY_ADDRESS, else a local Ray."
+        ),
+    ] = None,
 ) -> None:
     """Run the fleet in CONFIG and print a per-agent and portfolio summary.
 
@@ -65,16 +85,18 @@ def run(
     from federation.summary import render
     from federation.supervisor import Supervisor
 
-    cfg = load_config(config, overrides={"ledger": ledger, "block_size": block_size})
+    overrides = {
+        "ledger": ledger,
+        "block_size": block_size,
+        "isolation": isolation.value if isolation else None,
+        "mode": mode.value if mode else None,
+        "ray_address": address,
+    }
+    cfg = load_config(config, overrides=overrides)
     supervisor = Supervisor(cfg, source=str(config), console=stderr, show_progress=not quiet)
-    if json_output:
-        # Ray forwards workers' and its own output to this process's stdout; from here on everything
-        # written to file descriptor 1 goes to stderr, and the JSON alone to the real stdout.
-        sys.stdout.flush()
-        json_out = os.fdopen(os.dup(1), "w")
-        os.dup2(2, 1)
+    json_out = _stdout_for_json() if json_output else None
     summary = supervisor.run()
-    if json_output:
+    if json_out is not None:
         json_out.write(summary.to_json() + "\n")
         json_out.close()
     else:
@@ -82,6 +104,114 @@ def run(
     if summary.status == "interrupted":
         stderr.print("[yellow]interrupted: the ledger holds everything up to the last whole block[/yellow]")
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _stdout_for_json() -> TextIO:
+    """The real stdout, for JSON alone; from now on anything else written to fd 1 goes to stderr.
+
+    Ray forwards its workers' output to the driver's stdout, which would corrupt the JSON.
+    """
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    return out
+
+
+class Isolation(StrEnum):
+    actor = "actor"
+    shared = "shared"
+
+
+class Mode(StrEnum):
+    backtest = "backtest"
+    live = "live"
+
+
+class AgentKind(StrEnum):
+    per_bar = "per-bar"
+    vectorized = "vectorized"
+
+
+bench_app = typer.Typer(
+    help="Benchmarks: JSON results, each with the in-process baseline measured in the same run.",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
+
+
+def _emit(result: dict[str, object], json_file: Path | None, out: TextIO) -> None:
+    text = json.dumps(result, indent=2)
+    if json_file is None:
+        out.write(text + "\n")
+        out.flush()
+        return
+    json_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = json_file.with_suffix(json_file.suffix + ".tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.replace(json_file)
+    stderr.print(f"wrote {json_file}")
+
+
+@bench_app.command("fleet")
+def bench_fleet_command(
+    agents: Annotated[int, typer.Option(min=1, max=100_000, help="Agents in the fleet.")] = 100,
+    isolation: Annotated[Isolation, typer.Option(help="Tier of every agent.")] = Isolation.shared,
+    mode: Annotated[Mode, typer.Option(help="backtest (blocks) or live (one bar per tick).")] = Mode.backtest,
+    bars: Annotated[
+        int | None, typer.Option(min=2, help="Bars replayed (ticks in live mode); default 2000 / 200.")
+    ] = None,
+    symbols: Annotated[int, typer.Option(min=1, max=1000, help="Symbols every agent trades.")] = 4,
+    block_size: Annotated[int, typer.Option(min=1, help="Bars per call in backtest mode.")] = 256,
+    agent: Annotated[
+        AgentKind, typer.Option(help="per-bar: on_bar per bar (typical user code); vectorized: on_batch.")
+    ] = AgentKind.per_bar,
+    tick_ms: Annotated[float, typer.Option(min=0, help="Live mode: milliseconds between ticks.")] = 100.0,
+    shared_hosts: Annotated[int, typer.Option(min=0, help="Shared tier hosts; 0 = cluster CPUs.")] = 0,
+    idle_window: Annotated[
+        float, typer.Option(min=0.5, help="Seconds over which idle CPU is measured.")
+    ] = 10.0,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join; default a local Ray.")] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the JSON here instead of stdout.")
+    ] = None,
+) -> None:
+    """Start a fleet of built-in agents on a synthetic feed; measure start-up, memory, idle CPU,
+    decisions/s against the same agents in one Python loop (ratio), and live tick latency."""
+    from federation.bench.fleet import bench_fleet
+
+    out = _stdout_for_json()
+    result = bench_fleet(
+        agents=agents,
+        isolation=isolation.value,
+        mode=mode.value,
+        bars=bars,
+        symbols=symbols,
+        block_size=block_size,
+        agent_kind=agent.value,
+        tick_ms=tick_ms,
+        shared_hosts=shared_hosts,
+        idle_window_s=idle_window,
+        address=address,
+    )
+    _emit(result, json_file, out)
+
+
+@bench_app.command("execution")
+def bench_execution_command(
+    orders: Annotated[int, typer.Option(min=1, max=10_000_000, help="Orders to send.")] = 20_000,
+    symbols: Annotated[
+        int, typer.Option(min=1, max=1000, help="Symbols (one order per symbol per bar).")
+    ] = 10,
+    agents: Annotated[int, typer.Option(min=1, max=10_000, help="Agents sharing every order.")] = 10,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the JSON here instead of stdout.")
+    ] = None,
+) -> None:
+    """Orders/s through risk + simulated venue + SQLite ledger, and the risk check's p50/p99 (µs)."""
+    from federation.bench.execution import bench_execution
+
+    out = _stdout_for_json()
+    _emit(bench_execution(orders=orders, symbols=symbols, agents=agents), json_file, out)
 
 
 _IDENT = re.compile(r"[^0-9a-zA-Z_]+")
@@ -139,11 +269,10 @@ def main() -> None:
         )
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
+        # Usage errors (bad option values): typer's own click exceptions, which print themselves.
+        if isinstance(exc, typer.TyperException) and hasattr(exc, "show"):
             exc.show()
-            sys.exit(exc.exit_code)
+            sys.exit(getattr(exc, "exit_code", EXIT_INPUT))
         traceback.print_exc()
         stderr.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}", highlight=False)
         sys.exit(EXIT_INTERNAL)

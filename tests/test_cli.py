@@ -76,6 +76,36 @@ def test_table_output(tmp_path: Path) -> None:
     assert (tmp_path / "t.db").exists(), "relative ledger paths are relative to the working folder"
 
 
+def test_run_overrides_tier_and_mode(tmp_path: Path) -> None:
+    config = tmp_path / "fleet.toml"
+    config.write_text(
+        '[federation]\nledger = "sqlite:///t.db"\n[feed]\nkind = "synthetic"\nsymbols = ["A", "B"]\n'
+        "bars = 80\n[live]\ntick_interval_ms = 1\n"
+        '[[agents]]\nclass = "agents.momentum:MomentumAgent"\nisolation = "actor"\ncount = 3\n'
+        "params = { fast = 3, slow = 10 }\n"
+    )
+    out = cli("run", str(config), "--isolation", "shared", "--mode", "live", "--json", "-q", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout)
+    assert {a["isolation"] for a in summary["agents"]} == {"shared"}, "--isolation overrides every agent"
+    assert summary["mode"] == "live" and summary["live"]["ticks"] == 80
+    assert all(a["uss_mb"] > 0 and a["sharing"] >= 1 for a in summary["agents"])
+    bad_tier = cli("run", str(config), "--isolation", "sandbox", cwd=tmp_path)
+    assert bad_tier.returncode == 2 and "Invalid value for '--isolation'" in bad_tier.stderr
+    assert "Traceback" not in bad_tier.stderr
+
+
+def test_bench_commands_print_json(tmp_path: Path) -> None:
+    out = cli("bench", "execution", "--orders", "300", "--json", str(tmp_path / "exec.json"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    execution = json.loads((tmp_path / "exec.json").read_text())
+    assert execution["orders"] >= 300 and execution["risk_check_p99_us"] > 0
+    out = cli("bench", "fleet", "--agents", "2", "--bars", "60", "--isolation", "actor", "--idle-window", "0.5")
+    assert out.returncode == 0, out.stderr[-2000:]
+    fleet = json.loads(out.stdout)  # nothing but the JSON on stdout
+    assert fleet["agents_ready"] == 2 and fleet["isolation"] == "actor" and fleet["ratio"] > 0
+
+
 def bad(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text)

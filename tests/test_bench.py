@@ -1,0 +1,60 @@
+"""Smoke versions of the benchmarks: they run and report every field (numbers are not judged here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from federation.bench.execution import bench_execution
+from federation.bench.fleet import bench_fleet
+
+FLEET_FIELDS = (
+    "startup_s",
+    "agents_ready",
+    "uss_mb_per_agent",
+    "idle_cpu_pct",
+    "decisions_per_s",
+    "inprocess_decisions_per_s",
+    "ratio",
+    "tick_to_orders_p50_ms",
+    "tick_to_orders_p99_ms",
+    "cpu_count",
+)
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.parametrize(
+    ("isolation", "mode", "bars"), [("shared", "backtest", 300), ("actor", "live", 25)]
+)
+def test_bench_fleet_reports_every_field(isolation: str, mode: str, bars: int) -> None:
+    result = bench_fleet(
+        agents=3, isolation=isolation, mode=mode, bars=bars, tick_ms=20, idle_window_s=0.5, settle_s=0
+    )
+    for name in FLEET_FIELDS:
+        assert name in result, name
+    assert result["status"] == "completed" and result["agents_ready"] == 3
+    assert result["decisions"] == 3 * bars * 4, "every agent sees every bar of its 4 symbols"
+    assert result["decisions_per_s"] > 0 and result["inprocess_decisions_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["decisions_per_s"] / result["inprocess_decisions_per_s"], rel=1e-2
+    )
+    assert result["uss_mb_per_agent"] > 1 and result["idle_cpu_pct"] >= 0 and result["cpu_count"] >= 1
+    assert result["runner_processes"] == (3 if isolation == "actor" else min(3, result["cluster_cpus"]))
+    if mode == "live":
+        assert 0 < result["tick_to_orders_p50_ms"] <= result["tick_to_orders_p99_ms"]
+    else:
+        assert result["tick_to_orders_p50_ms"] is None
+
+
+def test_bench_execution_reports_orders_and_risk_latency() -> None:
+    result = bench_execution(orders=600, symbols=6, agents=3)
+    assert result["orders"] >= 600 and result["orders"] == result["ledger_orders"]
+    assert result["fills"] == result["ledger_fills"] > 0, "every fill reached the ledger"
+    assert result["orders_per_s"] > 0 and result["risk_checks"] == result["orders"]
+    assert 0 < result["risk_check_p50_us"] <= result["risk_check_p99_us"]
+
+
+def test_bench_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="agent kind 'fast'"):
+        bench_fleet(agents=1, agent_kind="fast")
+    with pytest.raises(ValueError, match="orders, symbols, agents and block_size must be >= 1"):
+        bench_execution(orders=0)
