@@ -22,9 +22,7 @@ FLEET_FIELDS = (
 
 
 @pytest.mark.usefixtures("ray_session")
-@pytest.mark.parametrize(
-    ("isolation", "mode", "bars"), [("shared", "backtest", 300), ("actor", "live", 25)]
-)
+@pytest.mark.parametrize(("isolation", "mode", "bars"), [("shared", "backtest", 300), ("actor", "live", 25)])
 def test_bench_fleet_reports_every_field(isolation: str, mode: str, bars: int) -> None:
     result = bench_fleet(
         agents=3, isolation=isolation, mode=mode, bars=bars, tick_ms=20, idle_window_s=0.5, settle_s=0

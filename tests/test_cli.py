@@ -100,7 +100,9 @@ def test_bench_commands_print_json(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     execution = json.loads((tmp_path / "exec.json").read_text())
     assert execution["orders"] >= 300 and execution["risk_check_p99_us"] > 0
-    out = cli("bench", "fleet", "--agents", "2", "--bars", "60", "--isolation", "actor", "--idle-window", "0.5")
+    out = cli(
+        "bench", "fleet", "--agents", "2", "--bars", "60", "--isolation", "actor", "--idle-window", "0.5"
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     fleet = json.loads(out.stdout)  # nothing but the JSON on stdout
     assert fleet["agents_ready"] == 2 and fleet["isolation"] == "actor" and fleet["ratio"] > 0

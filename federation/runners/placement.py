@@ -1,8 +1,11 @@
 """Turning the fleet into runners: one actor per ``actor``-tier agent, shared-tier agents packed on hosts.
 
-Every runner's actor is created with Ray's ``SPREAD`` strategy, so on a cluster agents spread over the
-nodes (on one machine it changes nothing). Actors reserve no CPU (``num_cpus=0``): agents are mostly idle
-and a CPU reservation per agent would cap a fleet at the cluster's core count.
+On a cluster: actor-tier agents use Ray's ``SPREAD`` strategy; shared hosts are dealt to the nodes in
+proportion to their CPUs (one slot per CPU, round robin) with a hard node affinity: Ray's soft
+affinity and SPREAD both left hosts on one node in our tests. A node lost between listing and creation
+fails the start-up, naming the agents of that host. On one machine none of this changes anything.
+Actors reserve no CPU (``num_cpus=0``): agents are mostly idle and a CPU reservation per agent would cap
+a fleet at the cluster's core count.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from federation.fleet import AgentSpec
 from federation.runners.actor import ActorRunner
@@ -24,6 +28,19 @@ def default_host_count() -> int:
     """The cluster's CPU count (at least 1): one host process per core keeps every core busy."""
     resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     return max(1, int(resources.get("CPU", 1)))
+
+
+def host_slots() -> list[str]:
+    """Node ids, each repeated once per CPU (at least once), interleaved: host ``k`` goes to slot ``k``."""
+    listed: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    nodes = sorted(
+        ((n["NodeID"], max(1, int(n.get("Resources", {}).get("CPU", 0)))) for n in listed if n["Alive"]),
+        key=lambda n: n[0],
+    )
+    slots: list[str] = []
+    for round_ in range(max((cpus for _, cpus in nodes), default=0)):
+        slots += [node for node, cpus in nodes if cpus > round_]
+    return slots
 
 
 def build_runners(
@@ -47,9 +64,14 @@ def build_runners(
     if not shared:
         return
     groups = pack([len(s.symbols) for s in shared], shared_hosts or default_host_count())
-    for group in groups:
+    slots = host_slots()
+    for k, group in enumerate(groups):
         agents = [(shared[i].agent_class, _kwargs(shared[i])) for i in group]
-        runners.append(SharedRunner(agents, limits, options=SPREAD))
+        options = SPREAD
+        if len(slots) > 1:
+            node = slots[k % len(slots)]
+            options = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False)}
+        runners.append(SharedRunner(agents, limits, options=options))
 
 
 def _kwargs(spec: AgentSpec) -> dict[str, Any]:
