@@ -13,6 +13,7 @@ from federation.config import (
     CsvFeedConfig,
     ExecutionConfig,
     FederationSettings,
+    LiveSettings,
     RiskConfig,
     SyntheticFeedConfig,
     load_config,
@@ -35,7 +36,16 @@ def test_quickstart_is_two_commands_and_ci_runs_the_second() -> None:
 
 
 @pytest.mark.parametrize(
-    "model", [FederationSettings, CsvFeedConfig, SyntheticFeedConfig, ExecutionConfig, RiskConfig, AgentEntry]
+    "model",
+    [
+        FederationSettings,
+        CsvFeedConfig,
+        SyntheticFeedConfig,
+        ExecutionConfig,
+        RiskConfig,
+        LiveSettings,
+        AgentEntry,
+    ],
 )
 def test_config_reference_lists_every_field(model: type) -> None:
     reference = README.split("## Config reference")[1].split("## CLI reference")[0]
