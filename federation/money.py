@@ -24,7 +24,7 @@ def to_e8(value: Decimal) -> int:
 
 def from_e8(units: int) -> Decimal:
     """Integer count of 1e-8 units -> Decimal."""
-    return (Decimal(units) / _SCALE).quantize(E8)
+    return Decimal(units).scaleb(-8)  # exact; same value and exponent as dividing and quantizing
 
 
 def round_to_tick(price: float | Decimal, tick: Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:

@@ -74,6 +74,10 @@ class RunSummary(BaseModel):
     elapsed_s: float
     startup_s: float = Field(description="Seconds from launch until every agent was ready.")
     replay_s: float = Field(description="Seconds from the first bar to the last agent's answer.")
+    decision_s: float = Field(
+        description="Backtest: seconds of the replay spent from sending a block to the agents to the last "
+        "answer (the decision plane; the rest is aggregation, execution and the ledger). 0 in live mode."
+    )
     mode: str = Field(description="backtest or live.")
     live: LiveSummary | None = Field(description="Live mode's tick statistics (None in backtests).")
     data_issues: int = Field(description="Records the feed skipped (see data_issue_samples).")

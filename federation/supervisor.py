@@ -74,6 +74,7 @@ class _RunState:
     meters: dict[str, _AgentMeters] = field(default_factory=dict)
     startup_s: float = 0.0
     replay_s: float = 0.0
+    decision_s: float = 0.0
     usage: dict[str, AgentUsage] = field(default_factory=dict)
     live: LiveStats | None = None
 
@@ -310,7 +311,9 @@ class Supervisor:
             for batch in market.blocks(block_size):
                 block_ref = ray.put(batch)
                 live = [r for r in runners if id(r) not in lost and self._has_active(r, state)]
+                asked = time.perf_counter()
                 results = self._gather({r.process(block_ref, fills): r for r in live}, lost)
+                state.decision_s += time.perf_counter() - asked
                 self._record_results(results, state, ledger)
                 targets = aggregator.targets(batch, results)
                 outcome = ray.get(execution.process_block.remote(block_ref, targets))
@@ -364,7 +367,7 @@ class Supervisor:
                     call = runner.process(ref, fills)
                     inflight[call] = (runner, time.perf_counter())
                     asked.append(call)
-                results = self._live_answers(asked, inflight, lost, stats)
+                results = self._live_answers(asked, inflight, lost, stats, t0)
                 self._record_results(results, state, ledger)
                 targets = aggregator.targets(bar, [newest(r) for r in results])
                 outcome = ray.get(execution.process_block.remote(bar_ref, targets))
@@ -386,10 +389,13 @@ class Supervisor:
         inflight: dict[Any, tuple[Runner, float]],
         lost: set[int],
         stats: LiveStats,
+        tick_ns: int,
     ) -> list[AgentBlockResult]:
-        """Wait up to the decision timeout for this tick's calls; take every answer that is in."""
-        if asked:
-            ray.wait(asked, num_returns=len(asked), timeout=self.limits.decision_timeout_s)
+        """Wait for this tick's calls until ``decision_timeout`` after the tick began; take every
+        answer that is in (also late ones from earlier ticks)."""
+        left = self.limits.decision_timeout_s - (time.monotonic_ns() - tick_ns) / 1e9
+        if asked and left > 0:
+            ray.wait(asked, num_returns=len(asked), timeout=left)
         done, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
         asked_now = set(asked)
         results: list[AgentBlockResult] = []
@@ -594,6 +600,7 @@ class Supervisor:
             elapsed_s=round(time.perf_counter() - started, 3),
             startup_s=round(state.startup_s, 3),
             replay_s=round(state.replay_s, 3),
+            decision_s=round(state.decision_s, 3),
             mode=cfg.federation.mode,
             live=_live_summary(state.live),
             data_issues=len(market.issues),

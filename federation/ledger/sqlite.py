@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE TABLE IF NOT EXISTS order_allocations (
     run_id TEXT NOT NULL, client_order_id TEXT NOT NULL, agent TEXT NOT NULL, qty_e8 INTEGER NOT NULL,
     PRIMARY KEY (run_id, client_order_id, agent)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fills (
     run_id TEXT NOT NULL REFERENCES runs(run_id), fill_id TEXT NOT NULL, client_order_id TEXT NOT NULL,
     ts INTEGER NOT NULL, symbol TEXT NOT NULL, qty_e8 INTEGER NOT NULL, price_e8 INTEGER NOT NULL,
@@ -62,16 +62,16 @@ CREATE TABLE IF NOT EXISTS fill_allocations (
     run_id TEXT NOT NULL, fill_id TEXT NOT NULL, agent TEXT NOT NULL, symbol TEXT NOT NULL,
     qty_e8 INTEGER NOT NULL, price_e8 INTEGER NOT NULL, fee_e8 INTEGER NOT NULL,
     PRIMARY KEY (run_id, fill_id, agent)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS positions (
     run_id TEXT NOT NULL, account TEXT NOT NULL, symbol TEXT NOT NULL, qty_e8 INTEGER NOT NULL,
     avg_price_e8 INTEGER NOT NULL, realized_pnl_e8 INTEGER NOT NULL,
     PRIMARY KEY (run_id, account, symbol)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cash (
     run_id TEXT NOT NULL, account TEXT NOT NULL, balance_e8 INTEGER NOT NULL,
     PRIMARY KEY (run_id, account)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, ts INTEGER NOT NULL, kind TEXT NOT NULL,
     agent TEXT, code TEXT NOT NULL, message TEXT NOT NULL, detail_json TEXT NOT NULL

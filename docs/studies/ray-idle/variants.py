@@ -1,0 +1,42 @@
+# name -> dict(env={...}, init={...}, sysconf={...})
+VARIANTS = {
+    "noray": {},
+    "baseline": {},
+    "metrics_off": {"env": {"RAY_enable_metrics_collection": "0",
+                            "RAY_metrics_report_interval_ms": "600000"}},
+    "task_events_off": {"env": {"RAY_task_events_report_interval_ms": "0",
+                                "RAY_enable_task_events": "0"}},
+    "event_stats_off": {"env": {"RAY_event_stats": "0"}},
+    "hc_slow": {"env": {"RAY_health_check_period_ms": "30000",
+                        "RAY_raylet_report_resources_period_milliseconds": "1000",
+                        "RAY_gcs_pull_resource_loads_period_milliseconds": "5000"}},
+    "logmon_slow": {"env": {"RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "1",
+                            "LOG_NAME_UPDATE_INTERVAL_S": "5"}},
+    "no_log_to_driver": {"init": {"log_to_driver": False}},
+    "startup_conc_1": {"env": {"RAY_worker_maximum_startup_concurrency": "1"}},
+    "startup_conc_8": {"env": {"RAY_worker_maximum_startup_concurrency": "8"}},
+    "no_prestart": {"env": {"RAY_enable_worker_prestart": "0",
+                            "RAY_prestart_worker_first_driver": "0"}},
+    "backend_log_warn": {"env": {"RAY_BACKEND_LOG_LEVEL": "warning"}},
+    "server_threads_1": {"env": {"RAY_num_server_call_thread": "1",
+                                 "RAY_core_worker_num_server_call_thread": "1"}},
+    "malloc_arena_2": {"env": {"MALLOC_ARENA_MAX": "2"}},
+    "grpc_threads_1": {"env": {"RAY_worker_num_grpc_internal_threads": "1"}},
+    "no_gc_thread": {"env": {"RAY_start_python_gc_manager_thread": "0"}},
+    "prestart_on": {"env": {"RAY_enable_worker_prestart": "1"}},
+    "worker_timers_slow": {"env": {"RAY_core_worker_internal_heartbeat_ms": "10000",
+                                   "RAY_raylet_death_check_interval_milliseconds": "10000",
+                                   "RAY_grpc_client_check_connection_status_interval_milliseconds": "10000",
+                                   "RAY_report_worker_backlog_interval_ms": "10000",
+                                   "RAY_io_context_monitor_probe_interval_ms": "60000",
+                                   "RAY_io_context_event_loop_lag_collection_interval_ms": "60000"}},
+}
+
+_SAFE = {"RAY_enable_metrics_collection": "0", "RAY_metrics_report_interval_ms": "600000",
+         "RAY_task_events_report_interval_ms": "0", "RAY_enable_task_events": "0",
+         "RAY_event_stats": "0",
+         "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "1", "LOG_NAME_UPDATE_INTERVAL_S": "5"}
+VARIANTS["combo_safe"] = {"env": dict(_SAFE)}
+VARIANTS["combo_all"] = {"env": dict(_SAFE, **VARIANTS["worker_timers_slow"]["env"],
+                                     **VARIANTS["grpc_threads_1"]["env"],
+                                     **VARIANTS["malloc_arena_2"]["env"])}
