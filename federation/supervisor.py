@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agents.base import HookError
-from agents.model import BarBatch, Fill
+from agents.model import BarBatch, FillRow
 from federation.aggregator import Aggregator
 from federation.config import FleetConfig
 from federation.errors import AgentLoadError, ConfigError
@@ -300,14 +300,14 @@ class Supervisor:
         execution: Any,
         state: _RunState,
         ledger: SQLiteLedger,
-    ) -> dict[str, list[Fill]]:
+    ) -> dict[str, list[FillRow]]:
         """Replay every block; return the fills of the last block (not yet delivered to agents)."""
         block_size = self.config.federation.block_size
         n_blocks = -(-len(market) // block_size)
         lost: set[int] = set()
         with self._progress("replaying", "blocks") as progress:
             task = progress.add_task("replay", total=n_blocks)
-            fills: dict[str, list[Fill]] = {}
+            fills: dict[str, list[FillRow]] = {}
             for batch in market.blocks(block_size):
                 block_ref = ray.put(batch)
                 live = [r for r in runners if id(r) not in lost and self._has_active(r, state)]
@@ -329,7 +329,7 @@ class Supervisor:
         execution: Any,
         state: _RunState,
         ledger: SQLiteLedger,
-    ) -> dict[str, list[Fill]]:
+    ) -> dict[str, list[FillRow]]:
         """One bar per tick, paced; busy runners get missed bars coalesced (:mod:`federation.live`)."""
         live_cfg = self.config.live
         stats = state.live = LiveStats()
@@ -337,7 +337,7 @@ class Supervisor:
         n_ticks = min(len(market), live_cfg.max_ticks or len(market))
         inflight: dict[Any, tuple[Runner, float]] = {}
         backlog: dict[int, list[BarBatch]] = {id(r): [] for r in runners}
-        undelivered: dict[str, list[Fill]] = {}
+        undelivered: dict[str, list[FillRow]] = {}
         lost: set[int] = set()
         with self._progress("live", "ticks") as progress:
             task = progress.add_task("live", total=n_ticks)
@@ -439,7 +439,7 @@ class Supervisor:
                 continue
 
     def _stop(
-        self, runners: list[Runner], fills: dict[str, list[Fill]], state: _RunState, ledger: SQLiteLedger
+        self, runners: list[Runner], fills: dict[str, list[FillRow]], state: _RunState, ledger: SQLiteLedger
     ) -> None:
         """Deliver the last fills and call ``on_stop`` for every agent not suspended."""
         live = [r for r in runners if self._has_active(r, state)]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.model import BarBatch
+from agents.model import BarBatch, Fill
 from federation.config import ExecutionConfig, RiskConfig
 from federation.execution import ExecutionEngine, SimulatedVenue, TargetUpdates, VenueOrder, pro_rata
 from federation.execution.actor import build_risk_policy
@@ -177,8 +177,9 @@ def test_opposite_demands_cross_internally_and_only_the_net_goes_to_the_venue(tm
     assert fills["internal"].quantity == D(60) and fills["internal"].price == D(106)
     assert fills["taker"].quantity == D(90) and fills["taker"].price == D(106)
     # every agent got its on_fill deliveries; internal ones are marked
-    assert {f.internal for f in out.fills["a2"]} == {True}
-    assert sum(f.quantity for f in out.fills["a0"]) == 100
+    delivered = {a: [Fill(*row) for row in rows] for a, rows in out.fills.items()}
+    assert {f.internal for f in delivered["a2"]} == {True}
+    assert sum(f.quantity for f in delivered["a0"]) == 100
 
 
 def test_fill_split_pro_rata_with_fees_summing_exactly(tmp_path: Path) -> None:

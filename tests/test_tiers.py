@@ -252,3 +252,31 @@ def test_live_mode_runs_ticks_and_reports_latency(tmp_path: Path) -> None:
     assert sum(a.bars for a in summary.agents) == 4 * 120 * 2, "every bar reaches every agent once"
     assert summary.portfolio.fills > 0
     check_consistency(ledger_for(config), summary.run_id, __import__("decimal").Decimal(100000))
+
+
+class _BadOnFill(Agent):
+    def on_start(self) -> None:
+        self.seen: list[float] = []
+
+    def on_fill(self, fill: object) -> None:
+        qty = fill.quantity  # type: ignore[attr-defined]
+        self.seen.append(qty)
+        if qty < 0:
+            raise RuntimeError("cannot handle sells")
+
+    def on_bar(self, bar: object) -> Signal | None:
+        return None
+
+
+def test_every_fill_reaches_the_agent_even_when_on_fill_raises() -> None:
+    from agents.model import Fill
+    from federation.runners import AgentHost
+
+    host = AgentHost(_BadOnFill, name="a", symbols=("X",), params={}, capital=1.0)
+    host.start()
+    fills = [Fill("X", 1, q, 10.0, 0.0, f"o{k}") for k, q in enumerate([5.0, -2.0, 1.0, -1.0])]
+    result = host.process(_bar(1), fills)
+    assert host.agent.seen == [5.0, -2.0, 1.0, -1.0]  # type: ignore[attr-defined]
+    assert host.agent.position("X") == 3.0
+    assert result.errors == 2 and all(e.hook == "on_fill" for e in result.error_details)
+    assert "cannot handle sells" in result.error_details[0].message and result.cpu_s >= 0

@@ -21,7 +21,7 @@ from decimal import Decimal
 import numpy as np
 import numpy.typing as npt
 
-from agents.model import BarBatch, Fill
+from agents.model import BarBatch, FillRow
 from federation.config import ExecutionConfig
 from federation.execution.accounts import SubAccounts
 from federation.execution.venue import SimulatedVenue, VenueFill, VenueOrder
@@ -84,9 +84,9 @@ class AgentExecutionStats:
 
 @dataclass(slots=True)
 class BlockOutcome:
-    """Fills attributed to each agent in the block (to deliver through ``on_fill``)."""
+    """Fills attributed to each agent in the block (to deliver through ``on_fill``), as rows."""
 
-    fills: dict[str, list[Fill]] = field(default_factory=dict)
+    fills: dict[str, list[FillRow]] = field(default_factory=dict)
     received_ns: int = 0
     """``time.monotonic_ns()`` when the execution actor received the block's targets (live latency)."""
 
@@ -362,7 +362,7 @@ class ExecutionEngine:
         self.stats[i].fills += 1
         self._batch.allocations.append(AllocationRecord(fill_id, self.agents[i], symbol, units, price, fee))
         outcome.fills[self.agents[i]].append(
-            Fill(symbol, ts, float(units), float(price), float(fee), order_id, internal)
+            (symbol, ts, float(units), float(price), float(fee), order_id, internal)
         )
 
     # ----------------------------------------------------------------------------------------- ledger

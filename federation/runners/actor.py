@@ -11,7 +11,7 @@ from typing import Any
 import ray
 
 from agents.base import Agent
-from agents.model import BarBatch, Fill
+from agents.model import BarBatch, FillRow
 from federation.runners.base import AgentErrors
 from federation.runners.host import AgentBlockResult, AgentHost
 from federation.runners.usage import AgentUsage, process_usage
@@ -25,10 +25,10 @@ class _AgentService:
         error = self.host.start()
         return [(self.host.name, error)] if error else []
 
-    def process(self, block: BarBatch, fills: list[Fill]) -> list[AgentBlockResult]:
+    def process(self, block: BarBatch, fills: list[FillRow]) -> list[AgentBlockResult]:
         return [self.host.process(block, fills)]
 
-    def stop(self, fills: list[Fill]) -> AgentErrors:
+    def stop(self, fills: list[FillRow]) -> AgentErrors:
         return [(self.host.name, e) for e in self.host.stop(fills)]
 
     def usage(self) -> list[AgentUsage]:
@@ -61,10 +61,10 @@ class ActorRunner:
     def start(self) -> Any:
         return self._actor.start.remote()
 
-    def process(self, block: Any, fills: dict[str, list[Fill]]) -> Any:
+    def process(self, block: Any, fills: dict[str, list[FillRow]]) -> Any:
         return self._actor.process.remote(block, fills.get(self.names[0], []))
 
-    def stop(self, fills: dict[str, list[Fill]]) -> Any:
+    def stop(self, fills: dict[str, list[FillRow]]) -> Any:
         return self._actor.stop.remote(fills.get(self.names[0], []))
 
     def usage(self) -> Any:

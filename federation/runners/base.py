@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agents.base import HookError
-from agents.model import BarBatch, Fill
+from agents.model import BarBatch, FillRow
 
 AgentErrors = list[tuple[str, HookError]]
 """``(agent name, error)`` pairs returned by ``start`` and ``stop``."""
@@ -53,11 +53,11 @@ class Runner(Protocol):
     def start(self) -> Any:
         """ObjectRef -> :data:`AgentErrors` of ``on_start`` (empty when all started)."""
 
-    def process(self, block: Any, fills: dict[str, list[Fill]]) -> Any:
+    def process(self, block: Any, fills: dict[str, list[FillRow]]) -> Any:
         """ObjectRef -> ``list[AgentBlockResult]`` for the hosted agents that finished (all of them in
         backtests). ``block`` is an ObjectRef of a :class:`~agents.model.BarBatch`."""
 
-    def stop(self, fills: dict[str, list[Fill]]) -> Any:
+    def stop(self, fills: dict[str, list[FillRow]]) -> Any:
         """Deliver the last ``fills``, call ``on_stop``; ObjectRef -> :data:`AgentErrors`."""
 
     def usage(self) -> Any:

@@ -6,14 +6,14 @@ Every isolation tier wraps hosts: the actor tier puts one host in a dedicated Ra
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from agents.base import Agent, HookError
-from agents.model import BarBatch, Fill, FloatArray
+from agents.model import BarBatch, Fill, FillRow, FloatArray
 
 MAX_MESSAGES = 20
 """Rejection reasons and error tracebacks kept per agent per block (all are counted)."""
@@ -71,23 +71,36 @@ class AgentHost:
         """Call ``on_start``; the error, if it raised."""
         return self._call("on_start", 0, self.agent.on_start)[1]
 
-    def stop(self, fills: list[Fill]) -> list[HookError]:
+    def stop(self, fills: Sequence[Fill | FillRow]) -> list[HookError]:
         """Deliver the last ``fills``, then call ``on_stop``; the errors raised."""
         errors = self._deliver(fills)
         error = self._call("on_stop", 0, self.agent.on_stop)[1]
         return [*errors, error] if error else errors
 
-    def _deliver(self, fills: list[Fill]) -> list[HookError]:
-        """Update the agent's positions and call ``on_fill`` per fill."""
-        errors = []
-        for fill in fills:
-            self.agent._apply_fill(fill)
-            error = self._call("on_fill", fill.ts, lambda f=fill: self.agent.on_fill(f))[1]  # type: ignore[misc]
-            if error:
-                errors.append(error)
+    def _deliver(self, fills: Sequence[Fill | FillRow]) -> list[HookError]:
+        """Update the agent's positions and call ``on_fill`` per fill (metered once for all fills)."""
+        errors: list[HookError] = []
+        if not fills:
+            return errors
+        agent = self.agent
+        hook = agent.on_fill if type(agent).on_fill is not Agent.on_fill else None
+        start, wall = self.clock(), time.perf_counter()
+        try:
+            for item in fills:
+                fill = item if isinstance(item, Fill) else Fill(*item)
+                agent._apply_fill(fill)
+                if hook is None:
+                    continue
+                try:
+                    hook(fill)
+                except Exception as exc:
+                    errors.append(HookError.capture("on_fill", fill.ts, exc))
+        finally:
+            self.cpu_s += self.clock() - start
+            self.wall_s += time.perf_counter() - wall
         return errors
 
-    def process(self, batch: BarBatch, fills: list[Fill]) -> AgentBlockResult:
+    def process(self, batch: BarBatch, fills: Sequence[Fill | FillRow]) -> AgentBlockResult:
         """Deliver ``fills`` (``on_fill``), then the agent's columns of ``batch`` (``on_batch``)."""
         agent = self.agent
         cpu_before, wall_before = self.cpu_s, self.wall_s

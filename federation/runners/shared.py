@@ -18,7 +18,7 @@ from typing import Any
 import ray
 
 from agents.base import Agent
-from agents.model import BarBatch, Fill
+from agents.model import BarBatch, FillRow
 from federation.runners.base import AgentErrors, RunnerLimits, trim_backlog
 from federation.runners.host import AgentBlockResult, AgentHost
 from federation.runners.lane import LaneRunner
@@ -33,7 +33,7 @@ class _Busy:
     def __init__(self) -> None:
         self.since = time.monotonic()
         self.backlog: list[BarBatch] = []
-        self.fills: list[Fill] = []
+        self.fills: list[FillRow] = []
 
 
 class _HostService:
@@ -70,7 +70,7 @@ class _HostService:
             )
         return errors
 
-    def process(self, block: BarBatch, fills: dict[str, list[Fill]]) -> list[AgentBlockResult]:
+    def process(self, block: BarBatch, fills: dict[str, list[FillRow]]) -> list[AgentBlockResult]:
         limits = self.limits
         out: list[AgentBlockResult] = []
         ts = int(block.ts[0]) if len(block) else 0
@@ -113,7 +113,7 @@ class _HostService:
         if lane is not None:
             lane.interrupt()
 
-    def stop(self, fills: dict[str, list[Fill]]) -> AgentErrors:
+    def stop(self, fills: dict[str, list[FillRow]]) -> AgentErrors:
         calls = [(n, partial(self.hosts[n].stop, fills.get(n, []))) for n in self._active()]
         done, overran = self.lanes.run(calls, self.limits.call_timeout_s)
         errors: AgentErrors = [(n, e) for n, errs in done.items() for e in errs]
@@ -150,11 +150,11 @@ class SharedRunner:
     def start(self) -> Any:
         return self._actor.start.remote()
 
-    def process(self, block: Any, fills: dict[str, list[Fill]]) -> Any:
+    def process(self, block: Any, fills: dict[str, list[FillRow]]) -> Any:
         mine = {n: fills[n] for n in self.names if n in fills}
         return self._actor.process.remote(block, mine)
 
-    def stop(self, fills: dict[str, list[Fill]]) -> Any:
+    def stop(self, fills: dict[str, list[FillRow]]) -> Any:
         return self._actor.stop.remote({n: fills[n] for n in self.names if n in fills})
 
     def usage(self) -> Any:
