@@ -280,3 +280,19 @@ def test_every_fill_reaches_the_agent_even_when_on_fill_raises() -> None:
     assert host.agent.position("X") == 3.0
     assert result.errors == 2 and all(e.hook == "on_fill" for e in result.error_details)
     assert "cannot handle sells" in result.error_details[0].message and result.cpu_s >= 0
+
+
+def test_backtest_host_drops_the_late_answer_of_a_suspended_agent() -> None:
+    limits = RunnerLimits(call_timeout_s=0.3, live=False)
+    agents = [
+        (_Recorder, {"name": "slow", "symbols": ("X",), "params": {"delay": 1.0}, "capital": 1.0}),
+        (_Recorder, {"name": "ok", "symbols": ("X",), "params": {}, "capital": 1.0}),
+    ]
+    host = _HostService(agents, limits)
+    host.start()
+    first = host.process(_bar(0), {})
+    assert {r.name: r.suspended for r in first} == {"ok": False, "slow": True}
+    time.sleep(1.3)  # the sleeping call (not interruptible) has returned by now
+    later = host.process(_bar(1), {})
+    assert [r.name for r in later] == ["ok"], "no late rows from an earlier block, nothing from 'slow'"
+    assert host.suspended == {"slow"}

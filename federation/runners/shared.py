@@ -50,6 +50,8 @@ class _HostService:
 
     def _on_late(self, name: str, result: Any) -> None:
         with self._late_lock:
+            if name in self.suspended or not self.limits.live:
+                return  # a backtest never takes late answers: their rows belong to an earlier block
             if isinstance(result, AgentBlockResult):
                 self._late.append(result)
             busy = self.busy.pop(name, None)
