@@ -5,6 +5,10 @@ Per block of bars (backtest replay): one ``ray.put`` of the block, every runner 
 their signals go to the aggregator, the resulting target updates to the execution actor, which returns
 the block's fills. Agents therefore see their fills and positions updated between blocks
 (``[federation] block_size``; 1 gives per-bar feedback).
+
+Live mode (``[federation] mode = "live"``) sends one bar per tick instead, paced by ``[live]``; runners
+still busy get their missed bars coalesced (:mod:`federation.live`). In both modes a call running past
+``agent_timeout_s`` suspends the agent, and a runner whose process dies suspends its agents.
 """
 
 from __future__ import annotations
