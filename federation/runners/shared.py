@@ -45,6 +45,7 @@ class _HostService:
         self._late: list[AgentBlockResult] = []
         self._ready: dict[str, _Busy] = {}
         """Agents back from an overrun call, with the bars and fills they missed meanwhile."""
+        self._returned: set[str] = set()
         self._late_lock = threading.Lock()
         self.lanes = LaneRunner(self._on_late)
 
@@ -55,7 +56,9 @@ class _HostService:
             if isinstance(result, AgentBlockResult):
                 self._late.append(result)
             busy = self.busy.pop(name, None)
-            if busy is not None and (busy.backlog or busy.fills):
+            if busy is None:  # returned before process() could mark it busy
+                self._returned.add(name)
+            elif busy.backlog or busy.fills:
                 self._ready[name] = busy
 
     def _active(self) -> list[str]:
@@ -101,7 +104,10 @@ class _HostService:
         for name in overran:
             if limits.live:
                 with self._late_lock:
-                    self.busy.setdefault(name, _Busy())
+                    if name in self._returned:
+                        self._returned.discard(name)
+                    else:
+                        self.busy.setdefault(name, _Busy())
             else:
                 self._suspend(name)
                 out.append(AgentHost.suspension(name, "on_batch", ts, deadline))
