@@ -1,9 +1,9 @@
 """Turning the fleet into runners: one actor per ``actor``-tier agent, shared-tier agents packed on hosts.
 
-On a cluster: actor-tier agents use Ray's ``SPREAD`` strategy; shared hosts are dealt to the nodes in
-proportion to their CPUs (one slot per CPU, round robin) with a hard node affinity: Ray's soft
-affinity and SPREAD both left hosts on one node in our tests. A node lost between listing and creation
-fails the start-up, naming the agents of that host. On one machine none of this changes anything.
+On a cluster, actor-tier agents and shared hosts are each dealt to the nodes in proportion to their
+CPUs (one slot per CPU, round robin) with a hard node affinity: Ray's ``SPREAD`` strategy and soft
+affinity both left all of them on one node in our two-node tests. A node lost between listing and
+creation fails the start-up, naming the agents concerned. On one machine none of this changes anything.
 Actors reserve no CPU (``num_cpus=0``): agents are mostly idle and a CPU reservation per agent would cap
 a fleet at the cluster's core count.
 """
@@ -20,8 +20,6 @@ from federation.fleet import AgentSpec
 from federation.runners.actor import ActorRunner
 from federation.runners.base import Runner, RunnerLimits
 from federation.runners.shared import SharedRunner, pack
-
-SPREAD: dict[str, Any] = {"scheduling_strategy": "SPREAD"}
 
 
 def default_host_count() -> int:
@@ -49,29 +47,32 @@ def build_runners(
     """Create every runner (asynchronously) and append it to ``runners`` as soon as it exists, so the
     caller can release what was created even if a later creation fails."""
     shared = [s for s in fleet if s.isolation == "shared"]
-    for spec in fleet:
-        if spec.isolation == "actor":
-            runners.append(
-                ActorRunner(
-                    spec.agent_class,
-                    name=spec.name,
-                    symbols=spec.symbols,
-                    params=spec.params,
-                    capital=float(spec.capital),
-                    options=SPREAD,
-                )
+    slots = host_slots()
+
+    def placed(k: int) -> dict[str, Any]:
+        if len(slots) < 2:
+            return {}
+        node = slots[k % len(slots)]
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False)}
+
+    actors = [s for s in fleet if s.isolation == "actor"]
+    for k, spec in enumerate(actors):
+        runners.append(
+            ActorRunner(
+                spec.agent_class,
+                name=spec.name,
+                symbols=spec.symbols,
+                params=spec.params,
+                capital=float(spec.capital),
+                options=placed(k),
             )
+        )
     if not shared:
         return
     groups = pack([len(s.symbols) for s in shared], shared_hosts or default_host_count())
-    slots = host_slots()
     for k, group in enumerate(groups):
         agents = [(shared[i].agent_class, _kwargs(shared[i])) for i in group]
-        options = SPREAD
-        if len(slots) > 1:
-            node = slots[k % len(slots)]
-            options = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False)}
-        runners.append(SharedRunner(agents, limits, options=options))
+        runners.append(SharedRunner(agents, limits, options=placed(k)))
 
 
 def _kwargs(spec: AgentSpec) -> dict[str, Any]:
