@@ -81,10 +81,8 @@ class _RunState:
     decision_s: float = 0.0
     usage: dict[str, AgentUsage] = field(default_factory=dict)
     live: LiveStats | None = None
-
-    @property
-    def order(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.meters)}
+    order: dict[str, int] = field(default_factory=dict)
+    """Agent name -> its index in the fleet (the ledger's order for a block's results)."""
 
 
 def new_run_id() -> str:
@@ -157,7 +155,9 @@ class Supervisor:
                 for s in fleet
             ],
         )
-        state = _RunState(meters={s.name: _AgentMeters() for s in fleet})
+        state = _RunState(
+            meters={s.name: _AgentMeters() for s in fleet}, order={s.name: i for i, s in enumerate(fleet)}
+        )
         runners: list[Runner] = []
         execution: Any = None
         status, report, error = "failed", None, "stopped before the execution actor reported"
@@ -270,13 +270,8 @@ class Supervisor:
     def _lose(self, runner: Runner, why: str) -> list[AgentBlockResult]:
         """Give up on ``runner``: kill it and suspend every agent it hosts."""
         runner.kill()
-        results = []
-        for name in runner.names:
-            result = AgentHost.suspension(name, "on_batch", 0, self.limits.call_timeout_s)
-            message = f"{why}; suspended for the rest of the run"
-            result.error_details[0] = HookError("on_batch", 0, message, "")
-            results.append(result)
-        return results
+        timeout = self.limits.call_timeout_s
+        return [AgentHost.suspension(name, "on_batch", 0, timeout, why) for name in runner.names]
 
     def _gather(self, refs: dict[Any, Runner], lost: set[int]) -> list[AgentBlockResult]:
         """Every runner's results, or its agents' suspension when it overruns its deadline."""

@@ -126,11 +126,14 @@ class AgentHost:
         return result
 
     @staticmethod
-    def suspension(name: str, hook: str, ts: int, deadline_s: float) -> AgentBlockResult:
-        """The result standing in for a call that ran past ``deadline_s``: the agent is suspended."""
+    def suspension(
+        name: str, hook: str, ts: int, deadline_s: float, why: str | None = None
+    ) -> AgentBlockResult:
+        """The result standing in for a call that ran past ``deadline_s`` (or failed for ``why``): the
+        agent is suspended; its one error is in ``error_details[0]``."""
         empty = np.zeros((0, 0))
-        message = f"{hook} did not return within {deadline_s:g} s; suspended for the rest of the run"
-        error = HookError(hook, ts, message, "")
+        why = why or f"{hook} did not return within {deadline_s:g} s"
+        error = HookError(hook, ts, f"{why}; suspended for the rest of the run", "")
         return AgentBlockResult(
             name, empty, empty, errors=1, error_details=[error], wall_s=deadline_s, suspended=True
         )
