@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import ConfigDict, ValidationError, create_model
 
+from agents.budget import BudgetBackend, Refusal, Reservation, reserve
 from agents.model import Bar, BarBatch, Fill, FloatArray, Signal
 
 SignalOutput = Signal | list[Signal] | None
@@ -63,7 +64,8 @@ class Agent:
     Parameters are class attributes with defaults; configuration may override them (``params`` in the
     fleet config) and unknown or mistyped ones fail at load time. Inside the agent, read them as
     ``self.<name>`` or ``self.params``. Also available: ``self.name``, ``self.symbols``, ``self.capital``
-    (capital allocated to this agent), ``self.position(symbol)`` and ``self.log`` (a :mod:`logging` logger).
+    (capital allocated to this agent), ``self.position(symbol)``, ``self.log`` (a :mod:`logging` logger)
+    and ``self.spend(kind, estimate)`` to reserve budget before a paid call (:mod:`agents.budget`).
 
     Hooks, all optional except that an agent must override ``on_bar`` or ``on_batch`` to trade:
 
@@ -101,6 +103,9 @@ class Agent:
         self._rejected: list[str] = []
         self._errors: list[HookError] = []
         self.log = logging.getLogger(f"agents.{name}")
+        self._budget: BudgetBackend = UnlimitedBudget()
+        self._now = 0
+        """Time of the bar being processed (epoch ns): the budget clock in backtests."""
 
     # ----------------------------------------------------------------------------------------- parameters
     @classmethod
@@ -196,6 +201,7 @@ class Agent:
         confidences = np.ones_like(weights)
         columns = {s: j for j, s in enumerate(self.symbols)}
         for row, bar in batch.bars():
+            self._now = bar.ts
             try:
                 out = self.on_bar(bar)
             except Exception as exc:
@@ -234,12 +240,66 @@ class Agent:
         """This agent's attributed position in ``symbol`` (units, signed), as of the last delivered fill."""
         return self._positions.get(symbol, 0.0)
 
+    def spend(self, kind: str, estimate: float) -> Reservation:
+        """Reserve ``estimate`` units of meter ``kind`` before spending them; settle the actual amount.
+
+        ::
+
+            with self.spend("api_calls", estimate=1):
+                quote = vendor.quote(symbol)            # charged 1 call when the block ends
+
+            with self.spend("llm_tokens", estimate=1200) as s:
+                reply = llm(prompt, max_tokens=1200)
+                s.settle(reply.total_tokens)            # charges this, releases the rest
+
+        Raises :class:`~agents.budget.BudgetExceeded` (nothing spent) when a budget of this agent would
+        be exceeded. Outside a federation run (e.g. in your unit tests) nothing is refused and the usage
+        is tallied in ``self.budget_usage``.
+        """
+        return reserve(self._budget, self.name, kind, estimate, self._now)
+
+    @property
+    def budget_usage(self) -> dict[str, float]:
+        """Outside a run: what this agent settled per meter (inside a run see ``federation costs``)."""
+        backend = self._budget
+        return dict(backend.usage) if isinstance(backend, UnlimitedBudget) else {}
+
     # ----------------------------------------------------------------------------------------- runtime
     def _apply_fill(self, fill: Fill) -> None:
         self._positions[fill.symbol] = self._positions.get(fill.symbol, 0.0) + fill.quantity
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, symbols={list(self.symbols)!r})"
+
+
+class UnlimitedBudget:
+    """The budget backend of an agent whose run has no budget authority (no budgets configured) or that
+    runs outside a federation: grants everything and tallies what was settled."""
+
+    def __init__(self) -> None:
+        self.usage: dict[str, float] = {}
+        self.unreported: dict[str, int] = {}
+        """Settled since the runner last collected it (1e-8 units), for the run's cost report."""
+        self._open: dict[int, str] = {}
+        self._next = 0
+
+    def reserve(self, agent: str, kind: str, amount_e8: int, ts: int) -> int | Refusal:
+        self._next += 1
+        self._open[self._next] = kind
+        return self._next
+
+    def settle(self, reservation_id: int, actual_e8: int) -> None:
+        kind = self._open.pop(reservation_id)
+        self.usage[kind] = self.usage.get(kind, 0.0) + actual_e8 / 100_000_000
+        self.unreported[kind] = self.unreported.get(kind, 0) + actual_e8
+
+    def cancel(self, reservation_id: int) -> None:
+        self._open.pop(reservation_id)
+
+    def collect(self) -> dict[str, int]:
+        """What was settled since the last call (1e-8 units per meter)."""
+        out, self.unreported = self.unreported, {}
+        return out
 
 
 Agent._base_attributes = frozenset(k for k in vars(Agent) if not k.startswith("__"))

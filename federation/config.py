@@ -5,6 +5,7 @@ Relative paths (data files, agent files) are resolved against the config file's 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import date, datetime
 from decimal import Decimal
@@ -13,8 +14,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agents.budget import METER_NAME
 from federation.errors import ConfigError
 from federation.money import E8
+from policies.breakers import BreakerSpec
+from policies.budget import BudgetLimit
+from policies.trading_state import TradingState
 
 ISOLATION_TIERS = ("actor", "shared")
 Isolation = Literal["actor", "shared"]
@@ -176,14 +181,331 @@ class ExecutionConfig(_Model):
         return self
 
 
-class RiskConfig(_Model):
-    """``[risk]``: minimal pre-trade checks on the portfolio's net orders."""
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_DURATION_NS = {
+    "ms": 10**6,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+    "d": 86_400 * 10**9,
+    "w": 7 * 86_400 * 10**9,
+}
 
+
+def duration_ns(text: str, what: str) -> int:
+    """``"90s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"1w"`` or ``"250ms"`` in nanoseconds; else ValueError."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{what} {text!r} is not a duration; write e.g. '90s', '5m', '1h', '1d' or '1w'")
+    value = Decimal(match.group(1)) * _DURATION_NS[match.group(2)]
+    if value <= 0:
+        raise ValueError(f"{what} {text!r} must be longer than zero")
+    return int(value)
+
+
+class BudgetEntry(_Model):
+    """One budget of an agent (``[[agents.budgets]]`` or ``[budgets] default``)."""
+
+    kind: str = Field(
+        description="Meter capped: compute_s, api_calls, llm_tokens, sandbox_s, fees, a meter the agent "
+        "names itself, or 'money' for the priced sum of every meter ([budgets] prices)."
+    )
+    limit: Decimal = Field(gt=0, description="Cap in the meter's unit (money: the currency).")
+    period: Literal["run", "day", "rolling"] = Field(
+        "run",
+        description="'run' (whole run), 'day' (UTC calendar day of the budget clock) or 'rolling' (window).",
+    )
+    window: str | None = Field(None, description="Length of a rolling period, e.g. '1h', '30m', '7d'.")
+    soft: float = Field(0.8, gt=0, le=1, description="Fraction of the limit that records a soft_limit event.")
+    action: Literal["throttle", "suspend", "stop"] = Field(
+        "suspend",
+        description="At the limit: 'throttle' (call the agent on one step in throttle_factor), 'suspend' "
+        "(stop calling it until the period frees the budget), 'stop' (for the rest of the run).",
+    )
+    throttle_factor: int = Field(4, ge=2, le=10_000, description="Throttled: one call per this many steps.")
+    on_suspend: Literal["hold", "flatten"] = Field(
+        "hold", description="Suspended or stopped: 'hold' the agent's target positions or 'flatten' them."
+    )
+
+    @field_validator("kind")
+    @classmethod
+    def _meter_name(cls, value: str) -> str:
+        if value != "money" and not METER_NAME.match(value):
+            raise ValueError(
+                f"budget kind {value!r} is not a meter name; use compute_s, api_calls, llm_tokens, "
+                "sandbox_s, fees, money, or your own name in lower-case letters, digits and _"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _window_for_rolling(self) -> BudgetEntry:
+        if self.period == "rolling":
+            if self.window is None:
+                raise ValueError("period 'rolling' needs a window, e.g. window = '1h'")
+            duration_ns(self.window, "window")
+        elif self.window is not None:
+            raise ValueError(f"window is only for period 'rolling' (this budget's period is {self.period!r})")
+        return self
+
+    def to_limit(self) -> BudgetLimit:
+        """The budget as the budget book takes it (integers of 1e-8)."""
+        return BudgetLimit(
+            kind=self.kind,
+            limit_e8=int((self.limit / E8).to_integral_value()),
+            period=self.period,
+            window_ns=duration_ns(self.window, "window") if self.window else 0,
+            soft=self.soft,
+            action=self.action,
+            throttle_factor=self.throttle_factor,
+            on_suspend=self.on_suspend,
+        )
+
+
+class BudgetSettings(_Model):
+    """``[budgets]``: prices of the meters, the budget clock, and budgets for agents that set none."""
+
+    prices: dict[str, Annotated[Decimal, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="Money per unit of each meter, e.g. { compute_s = 0.0001, api_calls = 0.002, "
+        "llm_tokens = 0.00001 } (0.01 per 1k tokens). Fees are money already.",
+    )
+    clock: Literal["bar", "wall"] = Field(
+        "bar",
+        description="Time that places spending in 'day' and 'rolling' periods: the bar being processed "
+        "(deterministic backtests) or the wall clock.",
+    )
+    reservation_ttl_s: float = Field(
+        300.0,
+        gt=0,
+        le=86_400 * 7,
+        description="A reservation not settled within this many seconds is charged in full.",
+    )
+    default: list[BudgetEntry] = Field(
+        default_factory=list, description="Budgets of every agent whose [[agents]] entry sets none."
+    )
+
+    @field_validator("prices")
+    @classmethod
+    def _priced_meters(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        for meter in value:
+            if meter in ("fees", "money") or not METER_NAME.match(meter):
+                raise ValueError(
+                    f"prices.{meter}: not a priced meter; price compute_s, api_calls, llm_tokens, "
+                    "sandbox_s or your own meter names (fees are money already)"
+                )
+        return value
+
+
+def _seconds_or_duration(value: Any, what: str) -> int:
+    """A duration in config: a number of seconds or a string such as ``"5m"``; in nanoseconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(Decimal(repr(value)) * 10**9)
+    return duration_ns(value, what)
+
+
+class BreakerConfig(_Model):
+    """``[risk.breakers]`` (portfolio) or ``risk.breakers`` of an ``[[agents]]`` entry: circuit breakers on
+    equity (realized + unrealized P&L, marked at each bar's close)."""
+
+    loss_pct: float | None = Field(
+        None,
+        gt=0,
+        lt=100,
+        description="Trip when equity is this many percent below its value at the start of the trailing "
+        "window.",
+    )
+    window: float | str = Field(
+        "1d", description="Trailing window of loss_pct: seconds, or a duration such as '5m', '1h', '1d'."
+    )
+    max_drawdown_pct: float | None = Field(
+        None, gt=0, lt=100, description="Trip when equity is this many percent below its peak."
+    )
+    action: Literal["reducing", "halted"] = Field(
+        "reducing",
+        description="State a trip holds the account in: 'reducing' (only orders that reduce |position|) or "
+        "'halted' (no orders; working orders of the account's symbols are cancelled).",
+    )
+    cooldown: float | str = Field(
+        "1h", description="How long a trip lasts (bar time): seconds, or a duration such as '15m'."
+    )
+    max_trips_per_day: int | None = Field(
+        3,
+        ge=1,
+        le=1_000_000,
+        description="The trip that reaches this count in a UTC day lasts until the day ends; none: no cap.",
+    )
+
+    @field_validator("window", "cooldown")
+    @classmethod
+    def _duration(cls, value: float | str, info: Any) -> float | str:
+        ns = _seconds_or_duration(value, info.field_name)
+        shown = f"{value:g} s" if isinstance(value, float) else repr(value)
+        if info.field_name == "window" and ns <= 0:
+            raise ValueError(f"window {shown} must be longer than zero, e.g. '5m'")
+        if ns < 0:
+            raise ValueError(f"cooldown {shown} must be zero or longer, e.g. '15m'")
+        return value
+
+    @model_validator(mode="after")
+    def _some_breaker(self) -> BreakerConfig:
+        if self.loss_pct is None and self.max_drawdown_pct is None:
+            raise ValueError(
+                "a breaker needs loss_pct (loss within window) or max_drawdown_pct (or both); set one or "
+                "remove the breakers table"
+            )
+        return self
+
+    def to_spec(self) -> BreakerSpec:
+        """The breaker as the engine takes it (durations in nanoseconds)."""
+        return BreakerSpec(
+            loss_pct=self.loss_pct,
+            window_ns=_seconds_or_duration(self.window, "window"),
+            max_drawdown_pct=self.max_drawdown_pct,
+            action=TradingState.HALTED if self.action == "halted" else TradingState.REDUCING,
+            cooldown_ns=_seconds_or_duration(self.cooldown, "cooldown"),
+            max_trips_per_day=self.max_trips_per_day,
+        )
+
+
+class InstrumentConfig(_Model):
+    """``[risk.instruments.SYMBOL]``: the venue's precision and minimum size of one instrument."""
+
+    lot_size: Decimal | None = Field(
+        None, gt=0, description="Order quantities must be whole multiples of this (units)."
+    )
+    price_tick: Decimal | None = Field(
+        None, gt=0, description="Limit prices must be whole multiples of this; the engine rounds to it."
+    )
+    min_quantity: Decimal | None = Field(None, gt=0, description="Smallest order quantity (units).")
+
+    @model_validator(mode="after")
+    def _representable(self) -> InstrumentConfig:
+        for key, value in (("lot_size", self.lot_size), ("price_tick", self.price_tick)):
+            if value is not None and (value / E8) % 1:
+                raise ValueError(
+                    f"{key} = {value} is finer than 1e-8, the ledger precision; use a multiple of 0.00000001"
+                )
+        return self
+
+
+class RiskLimits(_Model):
+    """Limits that apply to an agent's own demand (``[[agents]] risk``) or to the portfolio (``[risk]``)."""
+
+    max_order_quantity: Decimal | None = Field(
+        None, gt=0, description="Max |quantity| of one order, in units."
+    )
+    max_order_notional: Decimal | None = Field(None, gt=0, description="Max |qty x price| per order.")
     max_position: Decimal | None = Field(None, gt=0, description="Max |position| per symbol, in units.")
     max_position_by_symbol: dict[str, Annotated[Decimal, Field(gt=0)]] = Field(
         default_factory=dict, description="Per-symbol overrides of max_position."
     )
-    max_order_notional: Decimal | None = Field(None, gt=0, description="Max |qty x price| per order.")
+    max_gross_exposure: Decimal | None = Field(
+        None, gt=0, description="Max sum of |position x last close| over symbols (account currency)."
+    )
+    max_net_exposure: Decimal | None = Field(
+        None, gt=0, description="Max |sum of position x last close| over symbols (account currency)."
+    )
+    max_leverage: float | None = Field(
+        None, gt=0, le=1_000, description="Max gross exposure / equity of the account."
+    )
+    max_orders_per_minute: float | None = Field(
+        None, gt=0, le=1_000_000, description="Order rate (token bucket refilled in bar time)."
+    )
+    order_burst: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Orders allowed at once by the token bucket; default: max_orders_per_minute, rounded up.",
+    )
+    breakers: BreakerConfig | None = Field(None, description="Circuit breakers on equity; none: no breaker.")
+
+    @model_validator(mode="after")
+    def _burst_needs_rate(self) -> RiskLimits:
+        if self.order_burst is not None and self.max_orders_per_minute is None:
+            raise ValueError(
+                f"order_burst = {self.order_burst} is set without max_orders_per_minute; set the rate too or "
+                "remove order_burst"
+            )
+        return self
+
+
+class RiskConfig(RiskLimits):
+    """``[risk]``: pre-trade checks on the portfolio's net orders, and the portfolio's breakers."""
+
+    price_collar_bps: float | None = Field(
+        None,
+        gt=0,
+        le=10_000,
+        description="Limit prices must be within this many basis points of the last trade price.",
+    )
+    min_order_quantity: Decimal | None = Field(
+        None, gt=0, description="Smallest order quantity (units); instruments can override it."
+    )
+    instruments: dict[str, InstrumentConfig] = Field(
+        default_factory=dict,
+        description="Per symbol: lot_size, price_tick and min_quantity the venue requires.",
+    )
+
+
+class AgentRiskConfig(RiskLimits):
+    """``risk`` of an ``[[agents]]`` entry: limits on that agent's own demand and sub-account, checked
+    before netting (each instance of the entry gets its own limits, order bucket and breakers)."""
+
+
+class AllocationConfig(_Model):
+    """``[allocation]``: how capital is split among agents, and when it is re-split (policies.allocation)."""
+
+    policy: Literal["fixed", "equal", "inverse_volatility", "sharpe_adaptive"] = Field(
+        "fixed",
+        description="'fixed': by [[agents]] weight; 'equal': 1/n each; 'inverse_volatility': proportional to "
+        "1 / volatility of each agent's trailing returns; 'sharpe_adaptive': proportional to weight x "
+        "max(trailing Sharpe ratio, 0).",
+    )
+    rebalance: Literal["1d", "1w", "1M"] | None = Field(
+        None, description="Re-split at the first bar of each new UTC day, ISO week or month; none: never."
+    )
+    rebalance_bars: int | None = Field(
+        None, ge=1, le=100_000_000, description="Re-split every this many bars (instead of rebalance)."
+    )
+    window: int = Field(60, ge=2, le=1_000_000, description="Bars of trailing returns the policies look at.")
+    min_periods: int = Field(
+        20, ge=2, description="An agent with fewer valid returns in the window keeps its configured share."
+    )
+    min_weight: float = Field(
+        0.0, ge=0, le=1, description="Lowest weight of an agent (inverse_volatility, sharpe_adaptive)."
+    )
+    max_weight: float = Field(
+        1.0, gt=0, le=1, description="Highest weight of an agent (inverse_volatility, sharpe_adaptive)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AllocationConfig:
+        if self.rebalance is not None and self.rebalance_bars is not None:
+            raise ValueError(
+                f"rebalance = {self.rebalance!r} and rebalance_bars = {self.rebalance_bars} are both set; "
+                "keep one (a calendar period or a number of bars)"
+            )
+        if self.min_periods > self.window:
+            raise ValueError(
+                f"min_periods = {self.min_periods} is more than window = {self.window}, so no agent could "
+                "ever be measured; lower min_periods or widen the window"
+            )
+        if self.min_weight > self.max_weight:
+            raise ValueError(
+                f"min_weight = {self.min_weight} is above max_weight = {self.max_weight}; swap them"
+            )
+        adaptive = self.policy in ("inverse_volatility", "sharpe_adaptive")
+        if adaptive and self.rebalance is None and self.rebalance_bars is None:
+            raise ValueError(
+                f"policy {self.policy!r} re-weights only when it rebalances; set rebalance = '1d', '1w' or "
+                "'1M', or rebalance_bars = N"
+            )
+        if not adaptive and (self.min_weight, self.max_weight) != (0.0, 1.0):
+            raise ValueError(
+                f"min_weight and max_weight bound the inverse_volatility and sharpe_adaptive policies, not "
+                f"{self.policy!r}; remove them or choose one of those policies"
+            )
+        return self
 
 
 class AgentEntry(_Model):
@@ -203,6 +525,12 @@ class AgentEntry(_Model):
         None, description="'actor' or 'shared'; default: [federation] isolation."
     )
     weight: float = Field(1.0, gt=0, description="Share of capital relative to the other agents.")
+    risk: AgentRiskConfig | None = Field(
+        None, description="This agent's own risk limits and breakers, checked before netting; none: none."
+    )
+    budgets: list[BudgetEntry] | None = Field(
+        None, description="This agent's budgets (each instance gets its own); default: [budgets] default."
+    )
 
     @field_validator("class_")
     @classmethod
@@ -249,6 +577,8 @@ class FleetConfig(_Model):
     feed: FeedConfig
     execution: ExecutionConfig = ExecutionConfig()
     risk: RiskConfig = RiskConfig()
+    allocation: AllocationConfig = AllocationConfig()
+    budgets: BudgetSettings = BudgetSettings()
     live: LiveSettings = LiveSettings()
     agents: list[AgentEntry] = Field(min_length=1)
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file (set by load).")
