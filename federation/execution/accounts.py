@@ -3,6 +3,11 @@
 Positions are integer lots (``lot_size`` units each); cash, prices, fees and P&L are Decimal. Realized
 P&L uses the average-cost method and is net of fees. The portfolio is one more account, booking only
 venue fills; internal crosses move positions and cash between agents and leave the portfolio unchanged.
+
+The Decimal books are the truth (the ledger is written from them). ``cash_f`` mirrors the cash as float64
+(with ``lots``, already an integer array) so the equity of every account is one vectorized product per bar:
+what the circuit breakers, the exposure limits and a capital allocator read. The mirror is re-synced from
+the Decimal books at every flush, so float rounding never accumulates beyond a block.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class SubAccounts:
         self.symbols = symbols
         self.lot_size = lot_size
         self.cash = list(capital)
+        self.cash_f: npt.NDArray[np.float64] = np.asarray([float(c) for c in capital], dtype=np.float64)
         self.fees = [Decimal(0)] * len(names)
         self._holdings = [[_Holding() for _ in symbols] for _ in names]
         self.lots: npt.NDArray[np.int64] = np.zeros((len(names), len(symbols)), dtype=np.int64)
@@ -39,7 +45,9 @@ class SubAccounts:
         """Record a signed trade of ``lots`` at ``price`` paying ``fee`` in ``account``."""
         holding = self._holdings[account][col]
         units = lots * self.lot_size
-        self.cash[account] -= units * price + fee
+        cost = units * price + fee
+        self.cash[account] -= cost
+        self.cash_f[account] -= float(cost)
         self.fees[account] += fee
         holding.realized -= fee
         old = holding.lots
@@ -56,6 +64,15 @@ class SubAccounts:
                 holding.avg_price = price
         holding.lots = new
         self.lots[account, col] = new
+
+    def sync_floats(self) -> None:
+        """Reset the float mirror of cash to the Decimal books."""
+        self.cash_f[:] = [float(c) for c in self.cash]
+
+    def equity(self, marks: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Every account's equity (float) at ``marks``: the value of one lot per symbol, 0 if unknown."""
+        result: npt.NDArray[np.float64] = self.cash_f + self.lots @ marks
+        return result
 
     def holding(self, account: int, col: int) -> tuple[Decimal, Decimal, Decimal]:
         """(quantity in units, average price, realized P&L) of one account in one symbol."""

@@ -9,20 +9,82 @@ from typing import Any
 import ray
 
 from agents.model import BarBatch
-from federation.config import ExecutionConfig, RiskConfig
+from federation.config import AgentRiskConfig, ExecutionConfig, RiskConfig, RiskLimits
 from federation.execution.engine import BlockOutcome, ExecutionEngine, TargetUpdates
 from federation.ledger import open_ledger
-from policies.risk import MaxOrderNotional, MaxPosition, RiskPolicy
+from policies.breakers import BreakerSpec
+from policies.risk import (
+    LotSize,
+    MaxGrossExposure,
+    MaxLeverage,
+    MaxNetExposure,
+    MaxOrderNotional,
+    MaxOrderQuantity,
+    MaxPosition,
+    MinQuantity,
+    OrderRateLimit,
+    PriceCollar,
+    PriceTick,
+    RiskPolicy,
+    RiskRule,
+)
+
+
+def _limit_rules(config: RiskLimits) -> list[RiskRule]:
+    """The limits an agent and the portfolio share; only the configured ones (a check per order each)."""
+    rules: list[RiskRule] = []
+    if config.max_order_quantity is not None:
+        rules.append(MaxOrderQuantity(config.max_order_quantity))
+    if config.max_order_notional is not None:
+        rules.append(MaxOrderNotional(config.max_order_notional))
+    if config.max_position is not None or config.max_position_by_symbol:
+        rules.append(MaxPosition(config.max_position, config.max_position_by_symbol))
+    if config.max_gross_exposure is not None:
+        rules.append(MaxGrossExposure(config.max_gross_exposure))
+    if config.max_net_exposure is not None:
+        rules.append(MaxNetExposure(config.max_net_exposure))
+    if config.max_leverage is not None:
+        rules.append(MaxLeverage(config.max_leverage))
+    return rules
+
+
+def _rate_rule(config: RiskLimits) -> list[RiskRule]:
+    # Last: it spends a token, so it runs only for orders every other rule passed.
+    if config.max_orders_per_minute is None:
+        return []
+    return [OrderRateLimit(config.max_orders_per_minute, config.order_burst)]
 
 
 def build_risk_policy(config: RiskConfig) -> RiskPolicy:
-    """The pre-trade rules configured in ``[risk]``."""
-    return RiskPolicy(
-        [
-            MaxPosition(config.max_position, config.max_position_by_symbol),
-            MaxOrderNotional(config.max_order_notional),
-        ]
-    )
+    """The pre-trade rules configured in ``[risk]``, for the portfolio's net orders."""
+    instruments = config.instruments
+    lots = {s: i.lot_size for s, i in instruments.items() if i.lot_size is not None}
+    ticks = {s: i.price_tick for s, i in instruments.items() if i.price_tick is not None}
+    minimums = {s: i.min_quantity for s, i in instruments.items() if i.min_quantity is not None}
+    rules = _limit_rules(config)
+    if config.price_collar_bps is not None:
+        rules.append(PriceCollar(config.price_collar_bps))
+    if lots:
+        rules.append(LotSize(lots))
+    if config.min_order_quantity is not None or minimums:
+        rules.append(MinQuantity(config.min_order_quantity, minimums))
+    if ticks:
+        rules.append(PriceTick(ticks))
+    return RiskPolicy(rules + _rate_rule(config))
+
+
+def build_agent_risk_policy(config: AgentRiskConfig | None) -> RiskPolicy | None:
+    """One agent's own rules (a fresh order bucket for each agent); None if it sets no limit."""
+    if config is None:
+        return None
+    rules = _limit_rules(config) + _rate_rule(config)
+    return RiskPolicy(rules) if rules else None
+
+
+def breaker_specs(risk: RiskConfig, agent_risk: list[AgentRiskConfig | None]) -> list[BreakerSpec | None]:
+    """One breaker spec (or None) per agent, then the portfolio's."""
+    configs = [None if c is None else c.breakers for c in agent_risk] + [risk.breakers]
+    return [None if c is None else c.to_spec() for c in configs]
 
 
 class _ExecutionService:
@@ -38,8 +100,10 @@ class _ExecutionService:
         execution: ExecutionConfig,
         risk: RiskConfig,
         ledger_url: str | None,
+        agent_risk: list[AgentRiskConfig | None] | None = None,
     ) -> None:
         self.ledger = open_ledger(ledger_url) if ledger_url else None
+        agent_risk = agent_risk or [None] * len(agents)
         self.engine = ExecutionEngine(
             run_id=run_id,
             agents=agents,
@@ -48,6 +112,9 @@ class _ExecutionService:
             config=execution,
             risk=build_risk_policy(risk),
             ledger=self.ledger,
+            agent_risk=[build_agent_risk_policy(c) for c in agent_risk],
+            breakers=breaker_specs(risk, agent_risk),
+            price_ticks={s: i.price_tick for s, i in risk.instruments.items() if i.price_tick is not None},
         )
 
     def process_block(self, batch: BarBatch, targets: TargetUpdates) -> BlockOutcome:
@@ -55,6 +122,14 @@ class _ExecutionService:
         outcome = self.engine.process_block(batch, targets)
         outcome.received_ns = received
         return outcome
+
+    def halt(self, reason: str) -> int:
+        """Kill switch: the federation goes HALTED for the rest of the run, every working order is
+        cancelled, and both are recorded at once. Returns the number of orders cancelled.
+
+        The actor runs one call at a time, so a halt sent during a block takes effect when that block
+        is done (one bar in live mode)."""
+        return self.engine.halt(reason)
 
     def finish(self) -> dict[str, Any]:
         report = self.engine.finish()
@@ -69,7 +144,10 @@ ExecutionActor: Any = ray.remote(_ExecutionService)
 
 
 def start_execution_actor(scheduling_strategy: Any = None, **kwargs: Any) -> Any:
-    """Create the execution actor (no CPU reserved, not restarted by Ray); returns its handle."""
+    """Create the execution actor (no CPU reserved, not restarted by Ray); returns its handle.
+
+    ``kwargs`` are the service's: ``run_id``, ``agents``, ``capital``, ``symbols``, ``execution``,
+    ``risk``, ``ledger_url`` and ``agent_risk`` (one ``AgentRiskConfig`` or None per agent)."""
     options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
     if scheduling_strategy is not None:
         options["scheduling_strategy"] = scheduling_strategy

@@ -5,18 +5,30 @@ Per bar, in order:
 1. Orders and internal crosses decided on a symbol's previous bar execute on this bar (venue rules in
    :mod:`federation.execution.venue`; crosses at this bar's open, without fee or slippage).
 2. Agents' new desired positions for this bar (from the aggregator) are applied.
-3. For each symbol with a bar and no working order, every agent's demand is ``desired - position``.
-   Opposite demands are crossed internally (pro rata); only the net goes to the venue as one order, after
-   the risk policy approved it. The order's fills are split among the agents that asked, pro rata.
+3. Every account's equity is marked at this bar's close (float mirrors of the books, one vectorized
+   step); trading-state holds that ended are released; the circuit breakers see the equity and may move an
+   agent or the federation to REDUCING or HALTED (HALTED cancels the working orders it concerns).
+4. For each symbol with a bar and no working order, every agent's demand is ``desired - position``. Each
+   demand first passes the agent's own checks (its trading state, its limits, its order rate); a denied
+   demand is left out of this bar's netting. Opposite demands are crossed internally (pro rata); only the
+   net goes to the venue as one order, after the portfolio's checks approved it. The order's fills are
+   split among the agents that asked, pro rata.
 
-Everything a block produced is written to the ledger in one transaction at the end of the block.
+Every decision is recorded: approved orders as ``orders`` rows, denials as ``orders`` rows with status
+``denied`` (portfolio checks) and ``risk_denial`` events (both levels), state changes as ``trading_state``
+events and breaker trips as ``circuit_breaker`` events. A denied demand is checked again every bar but
+recorded once while it stands. Everything a block produced is written to the ledger in one transaction
+at the end of the block.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,14 +50,18 @@ from federation.ledger import (
     SQLiteLedger,
 )
 from federation.money import from_e8, round_to_tick, to_e8
-from policies.risk import OrderIntent, RiskPolicy
+from policies.breakers import BreakerSpec, CircuitBreakers, Trip
+from policies.risk import STATE_RULES, Denial, OrderIntent, RiskPolicy
+from policies.trading_state import StateChange, TradingState, TradingStateMachine
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 _BPS = Decimal(10_000)
 _EXPIRY_REASONS = {
     "limit_not_reached": "the limit price was not reached on the symbol's next bar",
     "volume_cap": "nothing could fill within max_volume_share of the bar's volume",
 }
+ACTIVE, REDUCING, HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +96,21 @@ class AgentExecutionStats:
     orders: int = 0
     denied: int = 0
     fills: int = 0
+    risk_denials: int = 0
+    """Recorded denials of the agent's own demand by its agent-level checks (one per standing demand)."""
 
 
 @dataclass(slots=True)
 class BlockOutcome:
-    """Fills attributed to each agent in the block (to deliver through ``on_fill``), as rows."""
+    """What a block produced for the supervisor: each agent's fills (to deliver through ``on_fill``), as
+    rows, and every account's equity at each bar's close."""
 
     fills: dict[str, list[FillRow]] = field(default_factory=dict)
     received_ns: int = 0
     """``time.monotonic_ns()`` when the execution actor received the block's targets (live latency)."""
+    equity: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    """Shape (bars, agents + 1): each agent's equity and, in the last column, the portfolio's, marked at
+    each bar's close (cash + positions at the last closes; float mirrors of the Decimal books)."""
 
 
 def pro_rata(total: int, weights: list[int]) -> list[int]:
@@ -106,8 +128,26 @@ def pro_rata(total: int, weights: list[int]) -> list[int]:
     return base
 
 
+def _when(ns: int | None) -> str:
+    if ns is None:
+        return "the end of the run"
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _span(ns: int) -> str:
+    for unit, size in (("d", 86_400 * 10**9), ("h", 3_600 * 10**9), ("m", 60 * 10**9)):
+        if ns % size == 0:
+            return f"{ns // size}{unit}"
+    return f"{ns / 1e9:g}s"
+
+
 class ExecutionEngine:
-    """One per run; owns the venue, the sub-accounts and the ledger writes of orders and fills."""
+    """One per run; owns the venue, the sub-accounts, the risk state and the ledger writes of trades.
+
+    ``risk`` checks the net orders (portfolio level); ``agent_risk`` (one policy or None per agent)
+    checks each agent's own demand before netting; ``breakers`` holds one breaker spec or None per agent
+    and, last, one for the portfolio; ``price_ticks`` are instrument ticks limit prices are rounded to.
+    """
 
     def __init__(
         self,
@@ -119,6 +159,9 @@ class ExecutionEngine:
         config: ExecutionConfig,
         risk: RiskPolicy,
         ledger: SQLiteLedger | None,
+        agent_risk: Sequence[RiskPolicy | None] | None = None,
+        breakers: Sequence[BreakerSpec | None] | None = None,
+        price_ticks: Mapping[str, Decimal] | None = None,
     ) -> None:
         self.run_id = run_id
         self.agents = agents
@@ -136,34 +179,78 @@ class ExecutionEngine:
         self.last_close = np.full(len(symbols), np.nan)
         self.stats = [AgentExecutionStats() for _ in agents]
         self.orders = self.fills = self.denied = self.crosses = 0
+        self.risk_denials = 0
+        """Recorded portfolio-level denials: denied orders plus demands refused while the federation is
+        HALTED (those never become orders)."""
         self._pending: dict[int, _Pending] = {}
         self._last_denied: dict[int, tuple[int, tuple[tuple[int, int], ...], str]] = {}
         self._seq = 0
         self._batch = LedgerBatch()
         self._touched: set[tuple[int, int]] = set()
+        # ---- risk state
+        if agent_risk is not None and len(agent_risk) != self.n:
+            raise ValueError(f"agent_risk has {len(agent_risk)} entries for {self.n} agents")
+        if breakers is not None and len(breakers) != self.n + 1:
+            raise ValueError(f"breakers has {len(breakers)} entries; give one per agent plus the portfolio")
+        self.agent_risk: list[RiskPolicy | None] = list(agent_risk or [None] * self.n)
+        self.states = [TradingStateMachine() for _ in range(self.n + 1)]
+        """Trading state of each agent and, last, of the federation."""
+        self.breakers = CircuitBreakers(
+            breakers or [None] * (self.n + 1), [float(c) for c in self.books.cash]
+        )
+        self.price_ticks = dict(price_ticks or {})
+        self._screen_agents = any(p is not None for p in self.agent_risk)
+        self._track_exposure = risk.uses_exposure or any(p.uses_exposure for p in self.agent_risk if p)
+        self._held: set[int] = set()
+        """Accounts (agents, n = the federation) whose state machine has holds to release."""
+        self._agent_denied: dict[tuple[int, int], tuple[int, str]] = {}
+        self._lot_f = float(config.lot_size)
+        self._mark: FloatArray = np.zeros(len(symbols))
+        """Value of one lot of each symbol at its last close (0 before its first bar)."""
+        self._equity: FloatArray = self.books.equity(self._mark)
+        self._inflight: IntArray = np.zeros((self.n + 1, len(symbols)), dtype=np.int64)
+        """Lots decided but not executed yet, per account (tracked only for exposure limits)."""
+        self._gross: FloatArray = np.zeros(self.n + 1)
+        self._net: FloatArray = np.zeros(self.n + 1)
+        self._ts = 0
 
     # ------------------------------------------------------------------------------------------ blocks
     def process_block(self, batch: BarBatch, targets: TargetUpdates) -> BlockOutcome:
-        """Run every bar of ``batch``; write the block to the ledger; return the agents' fills."""
-        outcome = BlockOutcome(fills=defaultdict(list))
+        """Run every bar of ``batch``; write the block to the ledger; return the agents' fills and the
+        accounts' equity per bar."""
+        outcome = BlockOutcome(fills=defaultdict(list), equity=np.empty((len(batch), self.n + 1)))
         k, n_updates = 0, len(targets.rows)
         valid = batch.valid
         for t in range(len(batch)):
-            ts = int(batch.ts[t])
+            ts = self._ts = int(batch.ts[t])
             for col in [c for c in self._pending if valid[t, c]]:
                 self._execute(col, t, ts, batch, outcome)
             while k < n_updates and targets.rows[k] == t:
                 self.desired[targets.agents[k], targets.cols[k]] = targets.lots[k]
                 k += 1
             row_valid = valid[t]
-            self.last_close[row_valid] = batch.close[t, row_valid]
+            close = batch.close[t, row_valid]
+            self.last_close[row_valid] = close
+            self._mark[row_valid] = close * self._lot_f
+            self._equity = outcome.equity[t] = self.books.equity(self._mark)
+            if self._held:
+                self._release(ts)
+            if self.breakers:
+                for trip in self.breakers.update(ts, self._equity):
+                    self._trip(trip)
             delta = self.desired - self.books.lots[: self.n]
             demand = (delta != 0).any(axis=0)
             if self._last_denied:
                 # A denial is remembered only while the same demand stands; gone, it is forgotten.
                 for col in [c for c in self._last_denied if row_valid[c] and not demand[c]]:
                     del self._last_denied[col]
+            if self._agent_denied:
+                gone = [(i, c) for i, c in self._agent_denied if row_valid[c] and not delta[i, c]]
+                for key in gone:
+                    del self._agent_denied[key]
             wanted = np.flatnonzero(row_valid & demand)
+            if self._track_exposure and len(wanted):
+                self._exposures()
             for col in wanted.tolist():
                 if col not in self._pending:
                     self._decide(col, ts, delta[:, col])
@@ -176,6 +263,14 @@ class ExecutionEngine:
         return f"{self.run_id}-{kind}{self._seq:07d}"
 
     def _decide(self, col: int, ts: int, delta: IntArray) -> None:
+        federation = self.states[self.n].state
+        ref = round_to_tick(float(self.last_close[col]), self.config.price_tick)
+        if federation is HALTED:
+            self._deny_halted(col, ts, delta, ref)
+            return
+        passed: list[tuple[int, OrderIntent]] = []
+        if self._screen_agents or self._held:
+            delta, passed = self._screen(col, ts, delta, ref, federation)
         buyers = [(i, int(d)) for i, d in enumerate(delta.tolist()) if d > 0]
         sellers = [(i, int(-d)) for i, d in enumerate(delta.tolist()) if d < 0]
         bought, sold = sum(d for _, d in buyers), sum(d for _, d in sellers)
@@ -192,9 +287,127 @@ class ExecutionEngine:
         net = bought - sold
         pending = _Pending(cross, self._next_id("X") if cross else None, None, None, [])
         if net:
-            self._place(col, ts, net, residual, pending)
+            self._place(col, ts, net, residual, pending, ref, federation)
         if pending.cross or pending.order is not None:
             self._pending[col] = pending
+            if passed:
+                # An agent's order rate counts the demands that went out (crossed or in an approved order).
+                out = {i for i, _ in pending.cross} | {i for i, _ in pending.allocations}
+                for i, intent in passed:
+                    if i in out:
+                        policy = self.agent_risk[i]
+                        assert policy is not None
+                        policy.commit(intent)
+            if self._track_exposure:
+                self._in_flight(col, pending)
+
+    def _screen(
+        self, col: int, ts: int, delta: IntArray, ref: Decimal, federation: TradingState
+    ) -> tuple[IntArray, list[tuple[int, OrderIntent]]]:
+        """Each agent's demand through its trading state and its own limits; the denied are left out.
+
+        Returns the demand that passed and the intents of the agents whose policy has memory to commit."""
+        symbol, lot = self.symbols[col], self.config.lot_size
+        kept = delta.copy()
+        passed: list[tuple[int, OrderIntent]] = []
+        for i in np.flatnonzero(delta).tolist():
+            policy = self.agent_risk[i]
+            state = max(self.states[i].state, federation)
+            if policy is None and state is ACTIVE:
+                if self._agent_denied:
+                    self._agent_denied.pop((i, col), None)
+                continue
+            d = int(delta[i])
+            name = self.agents[i]
+            intent = OrderIntent(
+                symbol,
+                d * lot,
+                ref,
+                int(self.books.lots[i, col]) * lot,
+                (name,),
+                None,
+                ts,
+                state,
+                float(self._gross[i]),
+                float(self._net[i]),
+                float(self._equity[i]),
+                name,
+            )
+            denial = self._state_check(intent, i) if state is not ACTIVE else None
+            if denial is None and policy is not None:
+                denial = policy.first_denial(intent)
+            key = (i, col)
+            if denial is None:
+                self._agent_denied.pop(key, None)
+                if policy is not None:
+                    passed.append((i, intent))
+                continue
+            kept[i] = 0
+            if self._agent_denied.get(key) == (d, denial.code):
+                continue  # the same demand was denied for the same reason already: not re-recorded
+            self._agent_denied[key] = (d, denial.code)
+            self.stats[i].risk_denials += 1
+            self._batch.events.append(
+                EventRecord(
+                    ts,
+                    "risk_denial",
+                    denial.code,
+                    denial.message,
+                    name,
+                    {
+                        "level": "agent",
+                        "symbol": symbol,
+                        "quantity": intent.quantity,
+                        "price": ref,
+                        "position": intent.position,
+                        "state": state.label,
+                    },
+                )
+            )
+        return kept, passed
+
+    def _deny_halted(self, col: int, ts: int, delta: IntArray, ref: Decimal) -> None:
+        """The federation is HALTED: nothing is crossed or sent; the demand is recorded once."""
+        demand = tuple((i, int(d)) for i, d in enumerate(delta.tolist()) if d)
+        key = (0, demand, HALTED.label)
+        if self._last_denied.get(col) == key:
+            return
+        self._last_denied[col] = key
+        symbol, lot = self.symbols[col], self.config.lot_size
+        net = sum(d for _, d in demand)
+        names = tuple(self.agents[i] for i, _ in demand)
+        intent = OrderIntent(
+            symbol, net * lot, ref, self.books.holding(self.n, col)[0], names, ts=ts, state=HALTED
+        )
+        denial = self._state_check(intent, None)
+        assert denial is not None
+        self._deny(
+            ts,
+            denial,
+            {
+                "level": "portfolio",
+                "symbol": symbol,
+                "agents": list(names),
+                "net_quantity": net * lot,
+                "reason": self.states[self.n].reason,
+            },
+        )
+
+    def _state_check(self, intent: OrderIntent, agent: int | None) -> Denial | None:
+        """The trading-state rules; a denial says whose state it is, why, and until when."""
+        denial = STATE_RULES.check(intent)
+        if denial is None:
+            return None
+        federation = self.states[self.n]
+        account = self.n if agent is None or federation.state >= self.states[agent].state else agent
+        machine = self.states[account]
+        until = _when(machine.until)
+        why = f"{self._account(account)} is {machine.state.name} until {until}: {machine.reason}"
+        return Denial(denial.code, f"{denial.message} ({why})")
+
+    def _deny(self, ts: int, denial: Denial, detail: dict[str, Any]) -> None:
+        self.risk_denials += 1
+        self._batch.events.append(EventRecord(ts, "risk_denial", denial.code, denial.message, None, detail))
 
     def _place(
         self,
@@ -203,21 +416,37 @@ class ExecutionEngine:
         net: int,
         residual: list[tuple[int, int]],
         pending: _Pending,
+        ref: Decimal,
+        federation: TradingState,
     ) -> None:
         symbol, lot = self.symbols[col], self.config.lot_size
-        ref = round_to_tick(float(self.last_close[col]), self.config.price_tick)
-        position = self.books.holding(self.n, col)[0]
-        names = tuple(self.agents[i] for i, _ in residual)
-        denial = self.risk.check(OrderIntent(symbol, net * lot, ref, position, names))
-        key = (net, tuple(residual), denial.code if denial else "")
-        if denial and self._last_denied.get(col) == key:
-            return  # the same demand was denied for the same reason already: checked again, not re-recorded
         limit = None
         if self.config.order_type == "limit":
             offset = Decimal(repr(self.config.limit_offset_bps)) / _BPS
             limit = round_to_tick(
-                float(ref * (1 - offset if net > 0 else 1 + offset)), self.config.price_tick
+                float(ref * (1 - offset if net > 0 else 1 + offset)),
+                self.price_ticks.get(symbol, self.config.price_tick),
             )
+        names = tuple(self.agents[i] for i, _ in residual)
+        intent = OrderIntent(
+            symbol,
+            net * lot,
+            ref,
+            int(self.books.lots[self.n, col]) * lot,
+            names,
+            limit,
+            ts,
+            federation,
+            float(self._gross[self.n]),
+            float(self._net[self.n]),
+            float(self._equity[self.n]),
+        )
+        denial = self._state_check(intent, None) if federation is not ACTIVE else None
+        if denial is None:
+            denial = self.risk.check(intent)
+        key = (net, tuple(residual), denial.code if denial else "")
+        if denial and self._last_denied.get(col) == key:
+            return  # the same demand was denied for the same reason already: checked again, not re-recorded
         client_id = self._next_id("O")
         record = OrderRecord(
             client_order_id=client_id,
@@ -241,15 +470,10 @@ class ExecutionEngine:
         if denial:
             self.denied += 1
             self._last_denied[col] = key
-            self._batch.events.append(
-                EventRecord(
-                    ts,
-                    "risk_denial",
-                    denial.code,
-                    denial.message,
-                    None,
-                    {"client_order_id": client_id, "symbol": symbol, "agents": list(names)},
-                )
+            self._deny(
+                ts,
+                denial,
+                {"level": "portfolio", "client_order_id": client_id, "symbol": symbol, "agents": list(names)},
             )
             return
         self._last_denied.pop(col, None)
@@ -258,8 +482,150 @@ class ExecutionEngine:
         pending.allocations = residual
         self.venue.submit(pending.order)
 
+    # --------------------------------------------------------------------------------------- exposure
+    def _exposures(self) -> None:
+        """Gross and net exposure of every account at the last closes, orders in flight included."""
+        values = (self.books.lots + self._inflight) * self._mark
+        self._gross = np.abs(values).sum(axis=1)
+        self._net = values.sum(axis=1)
+
+    def _in_flight(self, col: int, pending: _Pending) -> None:
+        """Count a new decision in the exposures the next decisions of this bar are checked against."""
+        before = (self.books.lots[:, col] + self._inflight[:, col]) * self._mark[col]
+        for i, lots in pending.cross:
+            self._inflight[i, col] += lots
+        if pending.order is not None:
+            for i, lots in pending.allocations:
+                self._inflight[i, col] += lots
+            self._inflight[self.n, col] += pending.order.lots
+        after = (self.books.lots[:, col] + self._inflight[:, col]) * self._mark[col]
+        self._gross += np.abs(after) - np.abs(before)
+        self._net += after - before
+
+    # ----------------------------------------------------------------------------------- trading state
+    def _account(self, account: int) -> str:
+        return "the federation" if account == self.n else f"agent {self.agents[account]!r}"
+
+    def _release(self, ts: int) -> None:
+        """End the state holds due at ``ts`` (a breaker's cooldown, the end of the day)."""
+        for account in sorted(self._held):
+            machine = self.states[account]
+            change = machine.tick(ts)
+            if change is not None:
+                self._state_event(account, change, "hold_ended")
+            if not machine.held:
+                self._held.discard(account)
+
+    def _trip(self, trip: Trip) -> None:
+        account = trip.account
+        spec = self.breakers.specs[account]
+        assert spec is not None
+        if trip.breaker == "loss_window":
+            what = (
+                f"equity {trip.equity:,.2f} is {trip.loss_pct:.2f}% below {trip.reference:,.2f} at the "
+                f"start of its {_span(spec.window_ns)} window, reaching loss_pct {trip.limit_pct:g}"
+            )
+        else:
+            what = (
+                f"equity {trip.equity:,.2f} is {trip.loss_pct:.2f}% below its peak {trip.reference:,.2f}, "
+                f"reaching max_drawdown_pct {trip.limit_pct:g}"
+            )
+        cap = "" if trip.max_trips_per_day is None else f" of at most {trip.max_trips_per_day}"
+        self._batch.events.append(
+            EventRecord(
+                trip.ts,
+                "circuit_breaker",
+                trip.breaker,
+                f"{self._account(account)}: {what}; {trip.action.name} until {_when(trip.until)} "
+                f"(trip {trip.trips_today}{cap} today)",
+                None if account == self.n else self.agents[account],
+                {
+                    "breaker": trip.breaker,
+                    "loss_pct": round(trip.loss_pct, 6),
+                    "limit_pct": trip.limit_pct,
+                    "equity": f"{trip.equity:.2f}",
+                    "reference": f"{trip.reference:.2f}",
+                    "action": trip.action.label,
+                    "until": trip.until,
+                    "trips_today": trip.trips_today,
+                },
+            )
+        )
+        change = self.states[account].hold(
+            trip.action, ts=trip.ts, until=trip.until, reason=f"{trip.breaker} breaker"
+        )
+        self._held.add(account)
+        if change is not None:
+            self._state_event(account, change, "circuit_breaker")
+
+    def _state_event(self, account: int, change: StateChange, trigger: str, **extra: Any) -> list[str]:
+        """Record a state change; a move to HALTED cancels the working orders it concerns (their ids)."""
+        cancelled = []
+        if change.after is HALTED:
+            for col in sorted(self._pending):
+                pending = self._pending[col]
+                mine = {i for i, _ in pending.cross} | {i for i, _ in pending.allocations}
+                if account == self.n or account in mine:
+                    cancelled += self._cancel(col, change.ts, f"{self._account(account)} is HALTED")
+        until = "" if change.after is ACTIVE else f" until {_when(change.until)}"
+        self._batch.events.append(
+            EventRecord(
+                change.ts,
+                "trading_state",
+                change.after.label,
+                f"{self._account(account)}: trading state {change.before.name} -> {change.after.name}"
+                f"{until} ({change.reason})"
+                + (f"; {len(cancelled)} working order(s) cancelled" if cancelled else ""),
+                None if account == self.n else self.agents[account],
+                {
+                    "from": change.before.label,
+                    "to": change.after.label,
+                    "reason": change.reason,
+                    "until": change.until,
+                    "trigger": trigger,
+                    "cancelled": cancelled,
+                    **extra,
+                },
+            )
+        )
+        return cancelled
+
+    def _cancel(self, col: int, ts: int, why: str) -> list[str]:
+        """Cancel what was decided for ``col`` and not executed yet (the venue order and the cross)."""
+        pending = self._pending.pop(col)
+        self._inflight[:, col] = 0
+        self.venue.cancel(col)
+        if pending.record is None:
+            return []
+        self._batch.orders.append(
+            replace(
+                pending.record,
+                status="cancelled",
+                reason_code="halted",
+                reason=f"{why}; working order cancelled",
+            )
+        )
+        return [pending.record.client_order_id]
+
+    def halt(self, reason: str) -> int:
+        """Kill switch: the federation goes HALTED for the rest of the run and every working order is
+        cancelled (ledger status ``cancelled``); recorded as a ``trading_state`` event with trigger
+        ``kill_switch``. Written to the ledger at once. Returns the number of orders cancelled."""
+        machine = self.states[self.n]
+        before = machine.state
+        change = machine.hold(HALTED, ts=self._ts, until=None, reason=f"kill switch: {reason}")
+        self._held.add(self.n)
+        # Already HALTED (by a breaker): the hold is now for the rest of the run; recorded all the same.
+        change = change or StateChange(before, HALTED, self._ts, f"kill switch: {reason}", None)
+        cancelled = self._state_event(self.n, change, "kill_switch")
+        self.flush()
+        return len(cancelled)
+
+    # ------------------------------------------------------------------------------------------ fills
     def _execute(self, col: int, t: int, ts: int, batch: BarBatch, outcome: BlockOutcome) -> None:
         pending = self._pending.pop(col)
+        if self._track_exposure:
+            self._inflight[:, col] = 0
         symbol = self.symbols[col]
         if pending.cross:
             assert pending.cross_id is not None
@@ -377,6 +743,7 @@ class ExecutionEngine:
         for account in sorted({a for a, _ in self._touched}):
             self._batch.cash.append(CashRecord(names[account], self.books.cash[account]))
         self._touched.clear()
+        self.books.sync_floats()
         batch, self._batch = self._batch, LedgerBatch()
         if self.ledger is not None:
             self.ledger.write(self.run_id, batch)
@@ -405,6 +772,7 @@ class ExecutionEngine:
 
     def report(self) -> dict[str, object]:
         marks = self.marks()
+        trips = self.breakers.trips
         agents = []
         for i, name in enumerate(self.agents):
             net, gross = self.books.market_value(i, marks)
@@ -419,6 +787,9 @@ class ExecutionEngine:
                     "fees": self.books.fees[i],
                     "equity": self.books.cash[i] + net,
                     "gross_exposure": gross,
+                    "trading_state": self.states[i].state.label,
+                    "breaker_trips": int(trips[i]),
+                    "risk_denials": self.stats[i].risk_denials,
                 }
             )
         net, gross = self.books.market_value(self.n, marks)
@@ -440,5 +811,8 @@ class ExecutionEngine:
             "fees": self.books.fees[self.n],
             "pnl": equity - self.initial_capital,
             "positions": positions,
+            "trading_state": self.states[self.n].state.label,
+            "breaker_trips": int(trips[self.n]),
+            "risk_denials": self.risk_denials,
         }
         return {"agents": agents, "portfolio": portfolio}

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-OrderStatus = Literal["submitted", "filled", "partially_filled", "expired", "denied"]
+OrderStatus = Literal["submitted", "filled", "partially_filled", "expired", "denied", "cancelled"]
 Side = Literal["buy", "sell"]
 Liquidity = Literal["taker", "maker", "internal"]
 PORTFOLIO = "__portfolio__"
@@ -97,7 +97,8 @@ class CashRecord:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """An audit event: agent errors, rejected signals, risk denials, run lifecycle."""
+    """An audit event: agent errors, rejected signals, risk denials, trading states, circuit breakers,
+    run lifecycle."""
 
     ts: int
     kind: str
@@ -122,3 +123,28 @@ class LedgerBatch:
         return bool(
             self.orders or self.fills or self.allocations or self.positions or self.cash or self.events
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CostRow:
+    """One agent's usage of one meter (or of its money budget) over a run: the cost report's row.
+
+    A row is one budget of the agent in one period (``period``: ``run``, ``day 2024-05-01`` or
+    ``rolling 3600 s``), or a meter used without a budget (``budget`` and ``period`` None). ``usage`` is
+    in the meter's unit (money for ``money`` and ``fees``) and, for run and day rows, is what counted
+    against ``budget`` in that period; ``cost`` is in money; ``remaining`` is what was left at the end;
+    ``peak_period_usage`` is the most any period (for rolling budgets: any window) held; ``actions``
+    counts what the budget did (throttle, suspend, stop, resume)."""
+
+    agent: str
+    kind: str
+    usage: Decimal
+    cost: Decimal
+    budget: Decimal | None
+    period: str | None
+    peak_period_usage: Decimal | None
+    remaining: Decimal | None
+    reservations: int
+    refusals: int
+    actions: dict[str, int]
+    state: str
