@@ -40,6 +40,17 @@ class Aggregator:
         self._capital = np.asarray(capital, dtype=np.float64)
         self._lot = lot_size
         self._last_close = np.full(len(symbols), np.nan)
+        self._flatten: list[int] = []
+
+    def set_capital(self, capital: Sequence[float]) -> None:
+        """New capital per agent (a rebalance): signals from now on are sized with it; desired positions
+        already set stay until the agent signals again."""
+        self._capital = np.asarray(capital, dtype=np.float64)
+
+    def flatten(self, agent: str) -> None:
+        """Set ``agent``'s desired position in each of its symbols to zero at the next block's first bar
+        (a budget action); it stays there until the agent signals again."""
+        self._flatten.append(self._index[agent])
 
     def targets(self, batch: BarBatch, results: Sequence[AgentBlockResult]) -> TargetUpdates:
         """Target updates for ``batch`` from the agents' results (any subset of agents, any order)."""
@@ -47,6 +58,12 @@ class Aggregator:
         if len(batch):
             self._last_close = close[-1].copy()
         parts: list[tuple[npt.NDArray[np.int64], ...]] = []
+        if self._flatten and len(batch):
+            for i in self._flatten:
+                cols = self._columns[i]
+                zero = np.zeros(cols.shape, dtype=np.int64)
+                parts.append((zero, np.full(cols.shape, i, dtype=np.int64), cols, zero))
+            self._flatten = []
         for result in results:
             i = self._index[result.name]
             rows, local = np.nonzero(~np.isnan(result.weights))
@@ -67,5 +84,7 @@ class Aggregator:
         if not parts:
             return TargetUpdates.empty()
         rows, agents, cols, lots = (np.concatenate(p) for p in zip(*parts, strict=True))
-        order = np.lexsort((agents, rows))  # by row, then agent: independent of the answers' order
+        # By row, then agent: independent of the answers' order (stable, so a flatten comes before the
+        # same agent's signals on the first row).
+        order = np.lexsort((agents, rows))
         return TargetUpdates(rows[order], agents[order], cols[order], lots[order])

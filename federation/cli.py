@@ -45,6 +45,10 @@ Examples:
 
   federation new-agent my_strategy                   # writes my_strategy.py + my_strategy.toml
 
+  federation costs budgets.db --json                 # usage, cost and budgets of the latest run
+
+  federation halt runs.db                            # kill switch for the running run
+
   federation bench fleet --agents 100 --isolation shared --mode backtest   # JSON on stdout
 """,
     no_args_is_help=True,
@@ -101,6 +105,8 @@ def run(
         json_out.close()
     else:
         render(summary, Console(width=None if sys.stdout.isatty() else 160))
+    if summary.status == "halted":
+        stderr.print("[yellow]halted by the kill switch: open orders were cancelled[/yellow]")
     if summary.status == "interrupted":
         stderr.print("[yellow]interrupted: the ledger holds everything up to the last whole block[/yellow]")
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -212,6 +218,84 @@ def bench_execution_command(
 
     out = _stdout_for_json()
     _emit(bench_execution(orders=orders, symbols=symbols, agents=agents), json_file, out)
+
+
+@bench_app.command("budget")
+def bench_budget_command(
+    agents: Annotated[int, typer.Option(min=1, max=10_000, help="Agents reserving at once.")] = 100,
+    reservations: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="Reserve -> settle pairs per agent.")
+    ] = 200,
+    processes: Annotated[
+        int, typer.Option(min=1, max=256, help="Caller processes (agents dealt among them as threads).")
+    ] = 4,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join; default a local Ray.")] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the JSON here instead of stdout.")
+    ] = None,
+) -> None:
+    """Reservations/s through the budget authority with many agents at once, against the same calls in
+    one Python loop (ratio); latency p50/p99 (ms); and a refusal phase that must not pass any cap."""
+    from federation.bench.budget import bench_budget
+
+    out = _stdout_for_json()
+    result = bench_budget(agents=agents, reservations=reservations, processes=processes, address=address)
+    _emit(result, json_file, out)
+
+
+class CostFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@app.command()
+def costs(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A ledger (file path or sqlite:/// URL; its latest run unless --run) or a run id (looked up "
+            "in --ledger).",
+            show_default=False,
+        ),
+    ],
+    run_id: Annotated[str | None, typer.Option("--run", help="Run id within the ledger given.")] = None,
+    ledger: Annotated[str, typer.Option(help="Ledger to look a run id up in.")] = "sqlite:///federation.db",
+    json_output: Annotated[bool, typer.Option("--json", help="Rows as a JSON list.")] = False,
+    csv_output: Annotated[bool, typer.Option("--csv", help="Rows as CSV.")] = False,
+) -> None:
+    """Usage, cost, budget, remaining and actions per agent and meter of one run.
+
+    Examples: federation costs budgets.db --json; federation costs 20261130T141500-ab12cd --ledger runs.db
+    """
+    from federation.cost_report import cost_rows, render_costs, rows_as_csv
+    from federation.run_control import find_run
+
+    if json_output and csv_output:
+        raise UserInputError("choose one of --json and --csv")
+    url, run = find_run(target, run_id, ledger)
+    rows = cost_rows(url, run)
+    if json_output:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    elif csv_output:
+        sys.stdout.write(rows_as_csv(rows))
+    else:
+        render_costs(run, rows, Console(width=None if sys.stdout.isatty() else 160))
+
+
+@app.command()
+def halt(
+    ledger: Annotated[str, typer.Argument(help="Ledger of the running run (file path or sqlite:/// URL).")],
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="Run to halt; default: the ledger's newest running run.")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Recorded with the halt.")] = "kill switch (federation halt)",
+) -> None:
+    """Kill switch: the run stops trading at its next step, cancels its open orders and ends as 'halted'."""
+    from federation.run_control import request_halt
+
+    run = request_halt(ledger, run_id, reason)
+    stderr.print(f"halt requested for run {run}; its supervisor acts on it at the next step")
 
 
 _IDENT = re.compile(r"[^0-9a-zA-Z_]+")

@@ -24,9 +24,10 @@ from typing import Any
 import ray.cloudpickle
 
 from agents.base import Agent, ParameterError
-from federation.config import AgentEntry, FleetConfig
+from federation.config import AgentEntry, AgentRiskConfig, FleetConfig
 from federation.errors import AgentLoadError
-from federation.money import quantize
+from policies.allocation import split_capital
+from policies.budget import BudgetLimit
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,12 @@ class AgentSpec:
     params: dict[str, Any]
     isolation: str
     capital: Decimal
+    budgets: tuple[BudgetLimit, ...] = ()
+    weight: float = 1.0
+    """Base weight of the agent's capital share (``[[agents]] weight``; 1 for every agent under the
+    ``equal`` allocation policy)."""
+    risk: AgentRiskConfig | None = None
+    """The agent's own risk limits and breakers (``[[agents]] risk``)."""
 
     def params_json(self) -> str:
         return json.dumps(self.params, sort_keys=True, default=str)
@@ -154,16 +161,25 @@ def build_fleet(
         if name in seen:
             raise AgentLoadError(f"{source}: agent name {name!r} is used twice; give entries distinct names")
         seen.add(name)
-    total_weight = sum(entry.weight for _, _, entry, _, _ in staged)
-    capital = config.federation.capital
-    shares = [
-        quantize(capital * Decimal(repr(entry.weight)) / Decimal(repr(total_weight)))
-        for _, _, entry, _, _ in staged
-    ]
-    shares[-1] += capital - sum(shares, Decimal(0))
+    # The starting split is the allocation policy's with no history: equal shares for "equal", else by
+    # [[agents]] weight (the allocator re-splits later from the same weights, policies/allocation.py).
+    equal = config.allocation.policy == "equal"
+    weights = [1.0 if equal else entry.weight for _, _, entry, _, _ in staged]
+    shares = split_capital(config.federation.capital, weights)
     return [
         AgentSpec(
-            name, cls, entry.class_, symbols, values, entry.isolation or config.federation.isolation, share
+            name,
+            cls,
+            entry.class_,
+            symbols,
+            values,
+            entry.isolation or config.federation.isolation,
+            share,
+            budgets=tuple(
+                b.to_limit() for b in (config.budgets.default if entry.budgets is None else entry.budgets)
+            ),
+            risk=entry.risk,
+            weight=weight,
         )
-        for (name, cls, entry, symbols, values), share in zip(staged, shares, strict=True)
+        for (name, cls, entry, symbols, values), share, weight in zip(staged, shares, weights, strict=True)
     ]

@@ -43,7 +43,18 @@ def newest(result: AgentBlockResult) -> AgentBlockResult:
     weights = np.where(has, w[last, cols], np.nan)[None, :]
     confidences = np.where(has, result.confidences[last, cols], 1.0)[None, :]
     out = AgentBlockResult(result.name, weights, confidences)
-    for name in ("bars", "signals", "rejected", "rejections", "errors", "error_details", "cpu_s", "wall_s"):
+    for name in (
+        "bars",
+        "signals",
+        "rejected",
+        "rejections",
+        "errors",
+        "error_details",
+        "cpu_s",
+        "wall_s",
+        "held",
+        "spent",
+    ):
         setattr(out, name, getattr(result, name))
     out.suspended = result.suspended
     return out

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
+
+from federation.ledger.records import CostRow
 
 
 class AgentSummary(BaseModel):
@@ -34,6 +38,42 @@ class AgentSummary(BaseModel):
     sharing: int | None = Field(description="Agents in the same process (1 in the actor tier).")
     errors: int = Field(description="Exceptions raised by the agent's hooks.")
     last_error: str | None = None
+    budget_state: str = Field(
+        "active", description="Budget state at the end: active, throttled, suspended or stopped."
+    )
+    budget_actions: dict[str, int] = Field(
+        default_factory=dict,
+        description="What the agent's budgets did, counted: throttle, suspend, stop, resume.",
+    )
+    held_steps: int = Field(0, description="Steps (blocks or ticks) the agent was not called (budget).")
+    cost: float = Field(0.0, description="Money spent over every priced meter (and fees).")
+    trading_state: str = Field(
+        "active", description="Risk trading state at the end: active, reducing, halted."
+    )
+    breaker_trips: int = Field(0, description="Circuit-breaker trips of the agent's own breakers.")
+    risk_denials: int = Field(
+        0, description="Risk denials of this agent's demand (agent and portfolio checks)."
+    )
+    allocated_capital: float = Field(
+        0.0, description="Capital sizing the agent's signals at the end ([allocation] rebalances move it)."
+    )
+
+
+class CostSummary(BaseModel):
+    """One row of the cost report (``federation costs`` prints the same rows from the ledger)."""
+
+    agent: str
+    kind: str = Field(description="Meter (compute_s, api_calls, llm_tokens, fees, ...) or 'money'.")
+    usage: float = Field(description="Used over the run, in the meter's unit.")
+    cost: float = Field(description="Money for that usage ([budgets] prices).")
+    budget: float | None = Field(description="The cap (tightest budget on this meter), None if none.")
+    period: str | None
+    remaining: float | None = Field(description="What is left of the budget in the current period.")
+    peak_period_usage: float | None = Field(description="Highest usage of any one period.")
+    reservations: int
+    refusals: int
+    actions: dict[str, int]
+    state: str
 
 
 class PortfolioSummary(BaseModel):
@@ -49,6 +89,9 @@ class PortfolioSummary(BaseModel):
     internal_crosses: int
     fees: float
     positions: dict[str, float]
+    trading_state: str = Field("active", description="The federation's trading state at the end.")
+    breaker_trips: int = Field(0, description="Trips of the portfolio's circuit breakers.")
+    risk_denials: int = Field(0, description="Risk denials recorded (agent and portfolio level).")
 
 
 class LiveSummary(BaseModel):
@@ -66,7 +109,7 @@ class LiveSummary(BaseModel):
 
 class RunSummary(BaseModel):
     run_id: str
-    status: str = Field(description="completed, interrupted or failed.")
+    status: str = Field(description="completed, halted (kill switch), interrupted or failed.")
     ledger: str
     currency: str
     bars: int = Field(description="Time steps replayed.")
@@ -84,9 +127,34 @@ class RunSummary(BaseModel):
     data_issue_samples: list[str]
     agents: list[AgentSummary]
     portfolio: PortfolioSummary
+    costs: list[CostSummary] = Field(default_factory=list, description="Usage and cost per agent and meter.")
+    halt_reason: str | None = Field(None, description="Why the kill switch halted the run, if it did.")
+    rebalances: int = Field(0, description="Capital re-splits by the [allocation] policy.")
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
+
+
+def cost_summary(row: CostRow) -> CostSummary:
+    """A ledger cost row for the summary and ``federation costs`` (floats, exact values in the ledger)."""
+
+    def num(value: Decimal | None) -> float | None:
+        return None if value is None else float(value)
+
+    return CostSummary(
+        agent=row.agent,
+        kind=row.kind,
+        usage=float(row.usage),
+        cost=float(row.cost),
+        budget=num(row.budget),
+        period=row.period,
+        remaining=num(row.remaining),
+        peak_period_usage=num(row.peak_period_usage),
+        reservations=row.reservations,
+        refusals=row.refusals,
+        actions=row.actions,
+        state=row.state,
+    )
 
 
 def _money(x: float) -> str:
@@ -152,6 +220,23 @@ def render(summary: RunSummary, console: Console, max_agents: int = 60) -> None:
         console.print(f"[yellow]{summary.data_issues} data records skipped[/yellow], e.g.:")
         for line in summary.data_issue_samples:
             console.print(f"  {line}")
+    if p.risk_denials or p.breaker_trips or p.trading_state != "active":
+        console.print(
+            f"risk: {p.risk_denials} denials (ledger events risk_denial), {p.breaker_trips} portfolio "
+            f"breaker trips, federation {p.trading_state}"
+        )
+        for a in summary.agents:
+            if a.breaker_trips or a.trading_state != "active":
+                console.print(f"  {a.name}: {a.breaker_trips} breaker trips, now {a.trading_state}")
+    if summary.halt_reason:
+        console.print(f"[red]halted: {summary.halt_reason}[/red]")
+    budgeted = [c for c in summary.costs if c.budget is not None]
+    if budgeted:
+        console.print(f"budgets: {len({c.agent for c in budgeted})} agents (details: federation costs)")
+        for a in summary.agents:
+            if a.budget_actions:
+                acts = ", ".join(f"{k} x{v}" for k, v in sorted(a.budget_actions.items()))
+                console.print(f"  {a.name}: {acts}; now {a.budget_state}, {a.held_steps} steps not called")
     for a in summary.agents:
         if a.errors:
             console.print(f"[red]agent {a.name!r}: {a.errors} errors[/red], last: {a.last_error}")

@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agents.base import HookError
 from agents.model import BarBatch, FillRow
 from federation.aggregator import Aggregator
+from federation.budget_gate import BudgetGate, budget_event_record
 from federation.config import FleetConfig
 from federation.errors import AgentLoadError, ConfigError
 from federation.execution import start_execution_actor
@@ -38,6 +39,7 @@ from federation.feeds import MarketData, load_feed
 from federation.fleet import AgentSpec, build_fleet
 from federation.ledger import (
     AgentRecord,
+    CostRow,
     EventRecord,
     LedgerBatch,
     RunRecord,
@@ -50,8 +52,9 @@ from federation.ray_runtime import ensure_ray
 from federation.runners import AgentBlockResult, AgentErrors, AgentHost, AgentUsage, Runner, RunnerLimits
 from federation.runners.base import trim_backlog
 from federation.runners.placement import build_runners
-from federation.summary import AgentSummary, LiveSummary, PortfolioSummary, RunSummary
+from federation.summary import AgentSummary, LiveSummary, PortfolioSummary, RunSummary, cost_summary
 from policies.aggregation import AGGREGATION_POLICIES
+from policies.allocation import CapitalAllocator, Rebalance, build_allocator, check_weight_bounds
 
 log = logging.getLogger("federation")
 
@@ -83,6 +86,14 @@ class _RunState:
     live: LiveStats | None = None
     order: dict[str, int] = field(default_factory=dict)
     """Agent name -> its index in the fleet (the ledger's order for a block's results)."""
+    costs: list[CostRow] = field(default_factory=list)
+    halted: str | None = None
+    """Why the run was halted (kill switch), if it was."""
+    capital: dict[str, float] = field(default_factory=dict)
+    """Each agent's capital for sizing after the allocation policy's last rebalance (none: absent)."""
+    rebalances: int = 0
+    budget_states: dict[str, str] = field(default_factory=dict)
+    held_steps: dict[str, int] = field(default_factory=dict)
 
 
 def new_run_id() -> str:
@@ -109,6 +120,7 @@ class Supervisor:
         self.on_ready = on_ready
         """Called with the runners once every agent is ready, before the first bar (benchmarks)."""
         self.run_id = new_run_id()
+        self._halt_reason: str | None = None
         fed = config.federation
         self.limits = RunnerLimits(
             call_timeout_s=fed.agent_timeout_s,
@@ -117,18 +129,44 @@ class Supervisor:
             max_backlog_rows=config.live.max_backlog_bars,
         )
 
+    def halt(self, reason: str = "kill switch (Supervisor.halt)") -> None:
+        """Kill switch, callable from any thread: at its next step the run stops trading, every open
+        order is cancelled, agents get ``on_stop``, and the run ends with status ``halted``. From another
+        process: ``federation halt LEDGER`` (a request in the ledger that the supervisor polls)."""
+        self._halt_reason = reason
+
+    def _halt_requested(self, state: _RunState, ledger: SQLiteLedger) -> bool:
+        reason = self._halt_reason or ledger.pending_halt(self.run_id)
+        if reason is not None:
+            state.halted = reason
+            log.error("run %s halted: %s", self.run_id, reason)
+        return reason is not None
+
     # ------------------------------------------------------------------------------------------- setup
     def prepare(self) -> tuple[MarketData, list[AgentSpec]]:
         """Load the feed and the fleet; every input error surfaces here, before Ray starts."""
         cfg = self.config
         market = load_feed(cfg.feed, base_dir=cfg.base_dir, seed=cfg.federation.seed)
-        unknown = sorted(set(cfg.risk.max_position_by_symbol) - set(market.symbols))
-        if unknown:
-            raise ConfigError(
-                f"{self.source}: risk.max_position_by_symbol: {', '.join(unknown)} not in the feed "
-                f"(feed symbols: {', '.join(market.symbols)})"
-            )
+        by_symbol = [
+            ("risk.max_position_by_symbol", set(cfg.risk.max_position_by_symbol)),
+            ("risk.instruments", set(cfg.risk.instruments)),
+        ] + [
+            (f"agents[{k}].risk.max_position_by_symbol", set(entry.risk.max_position_by_symbol))
+            for k, entry in enumerate(cfg.agents)
+            if entry.risk is not None
+        ]
+        for where, keys in by_symbol:
+            unknown = sorted(keys - set(market.symbols))
+            if unknown:
+                raise ConfigError(
+                    f"{self.source}: {where}: {', '.join(unknown)} not in the feed "
+                    f"(feed symbols: {', '.join(market.symbols)})"
+                )
         fleet = build_fleet(cfg, market.symbols, self.source)
+        try:
+            check_weight_bounds(len(fleet), cfg.allocation.min_weight, cfg.allocation.max_weight)
+        except ValueError as exc:
+            raise ConfigError(f"{self.source}: allocation: {str(exc).strip()}") from None
         return market, fleet
 
     def run(self) -> RunSummary:
@@ -160,12 +198,19 @@ class Supervisor:
         )
         runners: list[Runner] = []
         execution: Any = None
+        gate: BudgetGate | None = None
         status, report, error = "failed", None, "stopped before the execution actor reported"
         try:
             self._record_data_issues(market, ledger)
             ensure_ray(cfg.federation.ray_address)
             execution = self._execution_actor(market, fleet)
-            self._start(fleet, state, started, runners)
+            gate = BudgetGate(
+                {s.name: list(s.budgets) for s in fleet},
+                cfg.budgets,
+                start_ns=int(market.ts[0]) if len(market) else 0,
+                scheduling_strategy=self._here(),
+            )
+            self._start(fleet, state, started, runners, gate)
             aggregator = Aggregator(
                 AGGREGATION_POLICIES[cfg.federation.aggregation](),
                 market.symbols,
@@ -174,22 +219,32 @@ class Supervisor:
                 [float(s.capital) for s in fleet],
                 float(cfg.execution.lot_size),
             )
+            allocator = build_allocator(cfg.allocation, [s.weight for s in fleet], cfg.federation.capital)
             if self.on_ready is not None:
                 self.on_ready(runners)
             loop_started = time.perf_counter()
+            if len(market):
+                gate.submit(int(market.ts[0]))
             if self.limits.live:
-                fills = self._live_loop(market, runners, aggregator, execution, state, ledger)
+                fills = self._live_loop(
+                    market, runners, aggregator, execution, state, ledger, gate, allocator
+                )
             else:
-                fills = self._loop(market, runners, aggregator, execution, state, ledger)
+                fills = self._loop(market, runners, aggregator, execution, state, ledger, gate, allocator)
             state.replay_s = time.perf_counter() - loop_started
+            if state.halted is not None:
+                ray.get(execution.halt.remote(state.halted))
             self._measure(runners, state)
             self._stop(runners, fills, state, ledger)
             report = ray.get(execution.finish.remote())
-            status = "completed"
+            self._finish_budgets(gate, state, ledger)
+            status = "completed" if state.halted is None else "halted"
         except KeyboardInterrupt:
             status = "interrupted"
             if execution is not None:
                 report = ray.get(execution.finish.remote())
+            if gate is not None:
+                self._finish_budgets(gate, state, ledger)
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
             raise
@@ -198,18 +253,25 @@ class Supervisor:
                 runner.kill()
             if execution is not None and report is None:
                 ray.kill(execution, no_restart=True)
+            if gate is not None:
+                gate.kill()
             if report is None:
                 ledger.end_run(self.run_id, status, {"error": error})
         summary = self._summary(market, fleet, state, report, status, started)
         ledger.end_run(self.run_id, status, json.loads(summary.to_json()))
         return summary
 
+    @staticmethod
+    def _here() -> NodeAffinitySchedulingStrategy:
+        """Placement on the driver's node (the execution actor shares its SQLite file; the budget
+        authority is then one local hop from the supervisor)."""
+        return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
     def _execution_actor(self, market: MarketData, fleet: list[AgentSpec]) -> Any:
         """The execution actor, on this node: it writes the same SQLite file as the driver."""
         cfg = self.config
-        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
         return start_execution_actor(
-            here,
+            self._here(),
             run_id=self.run_id,
             agents=[s.name for s in fleet],
             capital=[s.capital for s in fleet],
@@ -217,14 +279,22 @@ class Supervisor:
             execution=cfg.execution,
             risk=cfg.risk,
             ledger_url=absolute_ledger_url(cfg.federation.ledger),
+            agent_risk=[s.risk for s in fleet],
         )
 
-    def _start(self, fleet: list[AgentSpec], state: _RunState, started: float, runners: list[Runner]) -> None:
+    def _start(
+        self,
+        fleet: list[AgentSpec],
+        state: _RunState,
+        started: float,
+        runners: list[Runner],
+        gate: BudgetGate,
+    ) -> None:
         """Create every runner at once (parallel start-up), then wait with a progress bar of agents.
 
         Runners are appended to ``runners`` as they are created, so the caller can always release them.
         """
-        build_runners(fleet, self.limits, self.config.federation.shared_hosts, runners)
+        build_runners(fleet, self.limits, self.config.federation.shared_hosts, runners, gate.backend)
         pending = {r.start(): r for r in runners}
         failures: list[str] = []
         with Progress(
@@ -299,6 +369,8 @@ class Supervisor:
         execution: Any,
         state: _RunState,
         ledger: SQLiteLedger,
+        gate: BudgetGate,
+        allocator: CapitalAllocator,
     ) -> dict[str, list[FillRow]]:
         """Replay every block; return the fills of the last block (not yet delivered to agents)."""
         block_size = self.config.federation.block_size
@@ -307,18 +379,68 @@ class Supervisor:
         with self._progress("replaying", "blocks") as progress:
             task = progress.add_task("replay", total=n_blocks)
             fills: dict[str, list[FillRow]] = {}
-            for batch in market.blocks(block_size):
+            for k, batch in enumerate(market.blocks(block_size)):
+                if self._halt_requested(state, ledger):
+                    break
+                self._budget_step(gate, aggregator, ledger)
                 block_ref = ray.put(batch)
                 live = [r for r in runners if id(r) not in lost and self._has_active(r, state)]
                 asked = time.perf_counter()
-                results = self._gather({r.process(block_ref, fills): r for r in live}, lost)
+                calls = {r.process(block_ref, fills, gate.hold(r.names)): r for r in live}
+                results = self._gather(calls, lost)
                 state.decision_s += time.perf_counter() - asked
                 self._record_results(results, state, ledger)
                 targets = aggregator.targets(batch, results)
                 outcome = ray.get(execution.process_block.remote(block_ref, targets))
                 fills = outcome.fills
+                self._allocate(allocator, batch, outcome.equity, aggregator, state, ledger)
+                gate.meter(results, fills)
+                gate.submit(int(market.ts[min((k + 1) * block_size, len(market) - 1)]))
                 progress.advance(task)
         return fills
+
+    def _allocate(
+        self,
+        allocator: CapitalAllocator,
+        batch: BarBatch,
+        equity: Any,
+        aggregator: Aggregator,
+        state: _RunState,
+        ledger: SQLiteLedger,
+    ) -> None:
+        """Feed the block's per-bar equity of every agent to the allocation policy; a rebalance changes
+        the capital that sizes the agents' next signals, and is recorded."""
+        if allocator.schedule.every_bars is None and allocator.schedule.period is None:
+            return  # never rebalances
+        rebalances = allocator.observe(batch.ts, equity[:, : allocator.n_agents])
+        if not rebalances:
+            return
+        last = rebalances[-1]
+        aggregator.set_capital([float(c) for c in last.capital])
+        state.rebalances += len(rebalances)
+        names = list(state.order)
+        state.capital = {n: float(c) for n, c in zip(names, last.capital, strict=True)}
+        ledger.write(self.run_id, LedgerBatch(events=[_rebalance_event(r, names) for r in rebalances]))
+
+    def _budget_step(self, gate: BudgetGate, aggregator: Aggregator, ledger: SQLiteLedger) -> None:
+        """Read the budget authority's answer for the coming step: record its events, flatten the
+        agents whose budget action says so."""
+        events, flatten = gate.collect()
+        for name in flatten:
+            aggregator.flatten(name)
+        if events:
+            for event in events:
+                log.warning("budget: %s", event.message)
+            ledger.write(self.run_id, LedgerBatch(events=[budget_event_record(e) for e in events]))
+
+    def _finish_budgets(self, gate: BudgetGate, state: _RunState, ledger: SQLiteLedger) -> None:
+        """Close the budgets: last charges, open reservations charged in full, the cost rows recorded."""
+        events, state.costs = gate.finish()
+        state.budget_states = gate.final_states
+        state.held_steps = gate.held_steps
+        batch = LedgerBatch(events=[budget_event_record(e) for e in events])
+        ledger.write(self.run_id, batch)
+        ledger.write_costs(self.run_id, state.costs)
 
     def _live_loop(
         self,
@@ -328,6 +450,8 @@ class Supervisor:
         execution: Any,
         state: _RunState,
         ledger: SQLiteLedger,
+        gate: BudgetGate,
+        allocator: CapitalAllocator,
     ) -> dict[str, list[FillRow]]:
         """One bar per tick, paced; busy runners get missed bars coalesced (:mod:`federation.live`)."""
         live_cfg = self.config.live
@@ -344,6 +468,9 @@ class Supervisor:
                 if tick >= n_ticks:
                     break
                 clock.wait()
+                if self._halt_requested(state, ledger):
+                    break
+                self._budget_step(gate, aggregator, ledger)
                 t0 = time.monotonic_ns()
                 bar_ref = ray.put(bar)
                 busy = {id(r) for r, _ in inflight.values()}
@@ -363,7 +490,7 @@ class Supervisor:
                         ref = ray.put(BarBatch.concat(queue))
                     backlog[key] = []
                     fills = {n: undelivered.pop(n) for n in runner.names if n in undelivered}
-                    call = runner.process(ref, fills)
+                    call = runner.process(ref, fills, gate.hold(runner.names))
                     inflight[call] = (runner, time.perf_counter())
                     asked.append(call)
                 results = self._live_answers(asked, inflight, lost, stats, t0)
@@ -374,12 +501,16 @@ class Supervisor:
                 stats.ticks += 1
                 for name, agent_fills in outcome.fills.items():
                     undelivered.setdefault(name, []).extend(agent_fills)
+                self._allocate(allocator, bar, outcome.equity, aggregator, state, ledger)
+                gate.meter(results, outcome.fills)
+                gate.submit(int(market.ts[min(tick + 1, len(market) - 1)]))
                 progress.advance(task)
         # Drain: wait for calls still running, so every agent has answered before on_stop.
         results = []
         for call, (runner, _) in list(inflight.items()):
             results += self._gather({call: runner}, lost)
         self._record_results(results, state, ledger)
+        gate.meter(results, {})
         return undelivered
 
     def _live_answers(
@@ -542,6 +673,14 @@ class Supervisor:
     ) -> RunSummary:
         cfg = self.config
         trades = {a["name"]: a for a in report["agents"]} if report else {}
+        actions: dict[str, dict[str, int]] = {}
+        spent: dict[str, Decimal] = {}
+        for row in state.costs:
+            if row.kind != "money":
+                spent[row.agent] = spent.get(row.agent, Decimal(0)) + row.cost
+            for code, count in row.actions.items():
+                mine = actions.setdefault(row.agent, {})
+                mine[code] = mine.get(code, 0) + count
         agents = []
         for spec in fleet:
             m, t = state.meters[spec.name], trades.get(spec.name, {})
@@ -571,6 +710,14 @@ class Supervisor:
                     sharing=u.sharing if u else None,
                     errors=m.errors,
                     last_error=m.last_error,
+                    budget_state=state.budget_states.get(spec.name, "active"),
+                    budget_actions=actions.get(spec.name, {}),
+                    held_steps=state.held_steps.get(spec.name, 0),
+                    cost=_f(spent.get(spec.name)),
+                    allocated_capital=_f(state.capital.get(spec.name, spec.capital)),
+                    trading_state=t.get("trading_state", "active"),
+                    breaker_trips=t.get("breaker_trips", 0),
+                    risk_denials=t.get("risk_denials", 0),
                 )
             )
         p = report["portfolio"] if report else {}
@@ -588,6 +735,9 @@ class Supervisor:
             internal_crosses=p.get("internal_crosses", 0),
             fees=_f(p.get("fees")),
             positions={s: float(q) for s, q in p.get("positions", {}).items()},
+            trading_state=p.get("trading_state", "active"),
+            breaker_trips=p.get("breaker_trips", 0),
+            risk_denials=p.get("risk_denials", 0),
         )
         return RunSummary(
             run_id=self.run_id,
@@ -606,7 +756,24 @@ class Supervisor:
             data_issue_samples=[str(i) for i in market.issues[:5]],
             agents=agents,
             portfolio=portfolio,
+            costs=[cost_summary(row) for row in state.costs],
+            halt_reason=state.halted,
+            rebalances=state.rebalances,
         )
+
+
+def _rebalance_event(rebalance: Rebalance, names: list[str]) -> EventRecord:
+    return EventRecord(
+        rebalance.ts,
+        "allocation",
+        rebalance.policy,
+        f"capital re-split by {rebalance.policy} among {len(names)} agents",
+        None,
+        {
+            "weights": dict(zip(names, rebalance.weights, strict=True)),
+            "capital": {n: str(c) for n, c in zip(names, rebalance.capital, strict=True)},
+        },
+    )
 
 
 def _live_summary(stats: LiveStats | None) -> LiveSummary | None:

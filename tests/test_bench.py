@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from federation.bench.budget import bench_budget
 from federation.bench.execution import bench_execution
 from federation.bench.fleet import bench_fleet
 
@@ -52,8 +53,28 @@ def test_bench_execution_reports_orders_and_risk_latency() -> None:
     assert 0 < result["risk_check_p50_us"] <= result["risk_check_p99_us"]
 
 
+@pytest.mark.usefixtures("ray_session")
+def test_bench_budget_reports_rates_latency_and_no_overshoot() -> None:
+    result = bench_budget(agents=8, reservations=20, processes=2)
+    assert result["reservations"] == 8 * 20 and result["refused_in_main_phase"] == 0
+    assert result["reservations_per_s"] > 0 and result["inprocess_reservations_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["reservations_per_s"] / result["inprocess_reservations_per_s"], rel=1e-2, abs=1e-4
+    )
+    assert 0 < result["latency_p50_ms"] <= result["latency_p99_ms"] <= result["latency_max_ms"]
+    assert result["processes"] == 2 and result["threads_per_process"] == 4
+    assert result["refusal_attempts"] > result["refusal_cap"] >= 1
+    assert result["overshoot"] == 0, "no agent was granted more than its cap"
+    assert result["refusal_granted"] == 8 * result["refusal_cap"], "every cap was used up exactly"
+    assert result["refusals"] == 8 * (result["refusal_attempts"] - result["refusal_cap"])
+    assert result["accounting_exact"], "the authority's report matches what the callers did"
+    assert result["cpu_count"] >= 1 and result["authority_cpu_pct"] >= 0
+
+
 def test_bench_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="agent kind 'fast'"):
         bench_fleet(agents=1, agent_kind="fast")
     with pytest.raises(ValueError, match="orders, symbols, agents and block_size must be >= 1"):
         bench_execution(orders=0)
+    with pytest.raises(ValueError, match="agents, reservations and processes must be >= 1"):
+        bench_budget(processes=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +21,7 @@ from federation.errors import LedgerError
 from federation.ledger.records import (
     PORTFOLIO,
     AgentRecord,
+    CostRow,
     FillRecord,
     LedgerBatch,
     OrderRecord,
@@ -28,7 +29,8 @@ from federation.ledger.records import (
 )
 from federation.money import from_e8, to_e8
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: budget_usage (cost report per agent and meter) and controls (kill switch requests)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -76,6 +78,17 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, ts INTEGER NOT NULL, kind TEXT NOT NULL,
     agent TEXT, code TEXT NOT NULL, message TEXT NOT NULL, detail_json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS budget_usage (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, agent TEXT NOT NULL, kind TEXT NOT NULL,
+    usage_e8 INTEGER NOT NULL, cost_e8 INTEGER NOT NULL, budget_e8 INTEGER, period TEXT,
+    peak_period_usage_e8 INTEGER, remaining_e8 INTEGER, reservations INTEGER NOT NULL,
+    refusals INTEGER NOT NULL, actions_json TEXT NOT NULL, state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS budget_usage_by_run ON budget_usage (run_id, agent);
+CREATE TABLE IF NOT EXISTS controls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, requested_ns INTEGER NOT NULL,
+    command TEXT NOT NULL, reason TEXT NOT NULL, handled_ns INTEGER
+);
 CREATE INDEX IF NOT EXISTS fills_by_symbol ON fills (run_id, symbol);
 CREATE INDEX IF NOT EXISTS allocations_by_agent ON fill_allocations (run_id, agent);
 CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, kind);
@@ -111,7 +124,7 @@ class SQLiteLedger:
             self._db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
             with self._transaction():
                 row = self._db.execute("SELECT max(version) FROM schema_version").fetchone()
-                if row[0] is None:
+                if row[0] is None or row[0] < SCHEMA_VERSION:  # older files gained tables above
                     self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
                 elif row[0] > SCHEMA_VERSION:
                     raise LedgerError(
@@ -245,6 +258,89 @@ class SQLiteLedger:
                 for e in batch.events
             ],
         )
+
+    def write_costs(self, run_id: str, rows: Sequence[CostRow]) -> None:
+        """Record (replace) the run's cost report: one row per agent and meter or money budget."""
+
+        def e8(value: Decimal | None) -> int | None:
+            return None if value is None else to_e8(value)
+
+        with self._transaction() as db:
+            db.execute("DELETE FROM budget_usage WHERE run_id = ?", (run_id,))
+            db.executemany(
+                "INSERT INTO budget_usage (run_id, agent, kind, usage_e8, cost_e8, budget_e8, period, "
+                "peak_period_usage_e8, remaining_e8, reservations, refusals, actions_json, state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        run_id,
+                        r.agent,
+                        r.kind,
+                        to_e8(r.usage),
+                        to_e8(r.cost),
+                        e8(r.budget),
+                        r.period,
+                        e8(r.peak_period_usage),
+                        e8(r.remaining),
+                        r.reservations,
+                        r.refusals,
+                        json.dumps(r.actions, sort_keys=True),
+                        r.state,
+                    )
+                    for r in rows
+                ],
+            )
+
+    def costs(self, run_id: str) -> list[CostRow]:
+        """The run's cost report in the order it was written (empty if the run recorded none)."""
+        rows = self._db.execute(
+            "SELECT agent, kind, usage_e8, cost_e8, budget_e8, period, peak_period_usage_e8, "
+            "remaining_e8, reservations, refusals, actions_json, state "
+            "FROM budget_usage WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        ).fetchall()
+
+        def dec(units: int | None) -> Decimal | None:
+            return None if units is None else from_e8(units)
+
+        return [
+            CostRow(
+                r[0],
+                r[1],
+                from_e8(r[2]),
+                from_e8(r[3]),
+                dec(r[4]),
+                r[5],
+                dec(r[6]),
+                dec(r[7]),
+                r[8],
+                r[9],
+                json.loads(r[10]),
+                r[11],
+            )
+            for r in rows
+        ]
+
+    def request_halt(self, run_id: str, reason: str) -> None:
+        """Ask the supervisor of ``run_id`` (any process) to halt: it polls these requests every step."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO controls (run_id, requested_ns, command, reason) VALUES (?, ?, 'halt', ?)",
+                (run_id, time.time_ns(), reason),
+            )
+
+    def pending_halt(self, run_id: str) -> str | None:
+        """The reason of an unhandled halt request for ``run_id`` (marked handled), or None."""
+        row = self._db.execute(
+            "SELECT id, reason FROM controls WHERE run_id = ? AND command = 'halt' AND handled_ns IS NULL "
+            "ORDER BY id LIMIT 1",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        with self._transaction() as db:
+            db.execute("UPDATE controls SET handled_ns = ? WHERE id = ?", (time.time_ns(), row[0]))
+        return str(row[1])
 
     def end_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
         with self._transaction() as db:

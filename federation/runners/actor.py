@@ -25,7 +25,9 @@ class _AgentService:
         error = self.host.start()
         return [(self.host.name, error)] if error else []
 
-    def process(self, block: BarBatch, fills: list[FillRow]) -> list[AgentBlockResult]:
+    def process(self, block: BarBatch, fills: list[FillRow], hold: bool | None) -> list[AgentBlockResult]:
+        if hold is not None:
+            return [self.host.hold(block, fills, keep_bars=hold)]
         return [self.host.process(block, fills)]
 
     def stop(self, fills: list[FillRow]) -> AgentErrors:
@@ -45,24 +47,20 @@ class ActorRunner:
     isolation = "actor"
 
     def __init__(
-        self,
-        agent_class: type[Agent],
-        *,
-        name: str,
-        symbols: tuple[str, ...],
-        params: dict[str, Any],
-        capital: float,
-        options: dict[str, Any] | None = None,
+        self, agent_class: type[Agent], kwargs: dict[str, Any], options: dict[str, Any] | None = None
     ) -> None:
-        self.names: tuple[str, ...] = (name,)
-        kwargs = {"name": name, "symbols": symbols, "params": params, "capital": capital}
+        """``kwargs``: the :class:`AgentHost` arguments (``name``, ``symbols``, ``params``, ...)."""
+        self.names: tuple[str, ...] = (kwargs["name"],)
         self._actor = _AgentActor.options(**_ACTOR_OPTIONS, **(options or {})).remote(agent_class, kwargs)
 
     def start(self) -> Any:
         return self._actor.start.remote()
 
-    def process(self, block: Any, fills: dict[str, list[FillRow]]) -> Any:
-        return self._actor.process.remote(block, fills.get(self.names[0], []))
+    def process(
+        self, block: Any, fills: dict[str, list[FillRow]], hold: dict[str, bool] | None = None
+    ) -> Any:
+        name = self.names[0]
+        return self._actor.process.remote(block, fills.get(name, []), (hold or {}).get(name))
 
     def stop(self, fills: dict[str, list[FillRow]]) -> Any:
         return self._actor.stop.remote(fills.get(self.names[0], []))

@@ -53,9 +53,13 @@ class Runner(Protocol):
     def start(self) -> Any:
         """ObjectRef -> :data:`AgentErrors` of ``on_start`` (empty when all started)."""
 
-    def process(self, block: Any, fills: dict[str, list[FillRow]]) -> Any:
+    def process(
+        self, block: Any, fills: dict[str, list[FillRow]], hold: dict[str, bool] | None = None
+    ) -> Any:
         """ObjectRef -> ``list[AgentBlockResult]`` for the hosted agents that finished (all of them in
-        backtests). ``block`` is an ObjectRef of a :class:`~agents.model.BarBatch`."""
+        backtests). ``block`` is an ObjectRef of a :class:`~agents.model.BarBatch`. Agents named in
+        ``hold`` are not called (budget state): their fills, and their bars if the value is True, wait
+        for their next call (:meth:`~federation.runners.host.AgentHost.hold`)."""
 
     def stop(self, fills: dict[str, list[FillRow]]) -> Any:
         """Deliver the last ``fills``, call ``on_stop``; ObjectRef -> :data:`AgentErrors`."""

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import Agent, HookError
+from agents.base import Agent, HookError, UnlimitedBudget
+from agents.budget import BudgetBackend
 from agents.model import BarBatch, Fill, FillRow, FloatArray
+from federation.runners.base import trim_backlog
 
 MAX_MESSAGES = 20
 """Rejection reasons and error tracebacks kept per agent per block (all are counted)."""
@@ -36,6 +38,11 @@ class AgentBlockResult:
     wall_s: float = 0.0
     suspended: bool = False
     """The agent's call ran past its deadline and the agent gets no more bars this run."""
+    held: bool = False
+    """The agent was not called in this step (its budget state); see :meth:`AgentHost.hold`."""
+    spent: dict[str, int] = field(default_factory=dict)
+    """Meter -> amount (1e-8 units) the agent settled in this call, when the run has no budget authority
+    (with one, the authority has it already)."""
 
 
 class AgentHost:
@@ -50,12 +57,19 @@ class AgentHost:
         params: dict[str, Any],
         capital: float,
         clock: Callable[[], float] = time.thread_time,
+        budget: BudgetBackend | None = None,
+        max_held_rows: int = 1024,
     ) -> None:
         self.agent = agent_class(name=name, symbols=symbols, params=params, capital=capital)
+        if budget is not None:
+            self.agent._budget = budget
         self.name = name
         self.clock = clock
         self.cpu_s = 0.0
         self.wall_s = 0.0
+        self.max_held_rows = max_held_rows
+        self._held: list[BarBatch] = []
+        self._held_fills: list[Fill | FillRow] = []
 
     def _call(self, hook: str, ts: int, fn: Callable[[], Any]) -> tuple[Any, HookError | None]:
         start, wall = self.clock(), time.perf_counter()
@@ -72,7 +86,8 @@ class AgentHost:
         return self._call("on_start", 0, self.agent.on_start)[1]
 
     def stop(self, fills: Sequence[Fill | FillRow]) -> list[HookError]:
-        """Deliver the last ``fills``, then call ``on_stop``; the errors raised."""
+        """Deliver the last ``fills`` (and any held back), then call ``on_stop``; the errors raised."""
+        fills, self._held_fills, self._held = [*self._held_fills, *fills], [], []
         errors = self._deliver(fills)
         error = self._call("on_stop", 0, self.agent.on_stop)[1]
         return [*errors, error] if error else errors
@@ -100,13 +115,36 @@ class AgentHost:
             self.wall_s += time.perf_counter() - wall
         return errors
 
+    def hold(self, batch: BarBatch, fills: Sequence[Fill | FillRow], keep_bars: bool) -> AgentBlockResult:
+        """Do not call the agent in this step (its budget state): keep its fills for the next call, and
+        its bars too if ``keep_bars`` (throttled: they are delivered with the next call; suspended: not,
+        at most ``max_held_rows`` are kept)."""
+        self._held_fills.extend(fills)
+        if keep_bars:
+            self._held.append(batch)
+            trim_backlog(self._held, self.max_held_rows)
+        empty = np.zeros((0, len(self.agent.symbols)))
+        return AgentBlockResult(self.name, empty, empty, held=True)
+
     def process(self, batch: BarBatch, fills: Sequence[Fill | FillRow]) -> AgentBlockResult:
-        """Deliver ``fills`` (``on_fill``), then the agent's columns of ``batch`` (``on_batch``)."""
+        """Deliver ``fills`` (``on_fill``), then the agent's columns of ``batch`` (``on_batch``).
+
+        Bars and fills held back in earlier steps (:meth:`hold`) come first, in the same call; their
+        newest signal per symbol counts on the first row of ``batch``.
+        """
         agent = self.agent
+        held_rows = 0
+        if self._held or self._held_fills:
+            held_rows = sum(len(b) for b in self._held)
+            batch = BarBatch.concat([*self._held, batch])
+            fills = [*self._held_fills, *fills]
+            self._held, self._held_fills = [], []
         cpu_before, wall_before = self.cpu_s, self.wall_s
         errors = self._deliver(fills)
         view = batch.select(agent.symbols)
         shape = (len(view), len(agent.symbols))
+        if len(view):
+            agent._now = int(view.ts[-1])
         out, error = self._call("on_batch", int(view.ts[0]) if len(view) else 0, lambda: agent.on_batch(view))
         if error:
             errors.append(error)
@@ -118,6 +156,10 @@ class AgentHost:
         agent._rejected.clear()
         if out is not None:
             self._accept(out, shape, result, errors)
+        if held_rows:
+            _fold_held_rows(result, held_rows)
+        if isinstance(agent._budget, UnlimitedBudget):
+            result.spent = agent._budget.collect()
         result.bars = int(view.valid.sum())
         result.errors = len(errors)
         result.error_details = errors[:MAX_MESSAGES]
@@ -164,3 +206,19 @@ class AgentHost:
             w = np.where(bad, np.nan, w)
         result.weights, result.confidences = w, c
         result.signals = int((present & ~bad).sum())
+
+
+def _fold_held_rows(result: AgentBlockResult, held_rows: int) -> None:
+    """Keep the rows of the current step; a symbol without a signal on its first row takes the newest
+    signal from the held rows (decided on earlier bars, acted on now)."""
+    w, c = result.weights, result.confidences
+    past_w, past_c = w[:held_rows], c[:held_rows]
+    w, c = w[held_rows:].copy(), c[held_rows:].copy()
+    if len(w) and len(past_w):
+        present = ~np.isnan(past_w)
+        last = held_rows - 1 - np.argmax(present[::-1], axis=0)
+        cols = np.arange(w.shape[1])
+        take = present.any(axis=0) & np.isnan(w[0])
+        w[0, take] = past_w[last, cols][take]
+        c[0, take] = past_c[last, cols][take]
+    result.weights, result.confidences = w, c

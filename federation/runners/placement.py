@@ -16,6 +16,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from agents.budget import BudgetBackend
 from federation.fleet import AgentSpec
 from federation.runners.actor import ActorRunner
 from federation.runners.base import Runner, RunnerLimits
@@ -42,10 +43,15 @@ def host_slots() -> list[str]:
 
 
 def build_runners(
-    fleet: Sequence[AgentSpec], limits: RunnerLimits, shared_hosts: int, runners: list[Runner]
+    fleet: Sequence[AgentSpec],
+    limits: RunnerLimits,
+    shared_hosts: int,
+    runners: list[Runner],
+    budget: BudgetBackend | None = None,
 ) -> None:
     """Create every runner (asynchronously) and append it to ``runners`` as soon as it exists, so the
-    caller can release what was created even if a later creation fails."""
+    caller can release what was created even if a later creation fails. ``budget`` is installed in every
+    agent (its ``spend`` goes there)."""
     shared = [s for s in fleet if s.isolation == "shared"]
     slots = host_slots()
 
@@ -57,23 +63,22 @@ def build_runners(
 
     actors = [s for s in fleet if s.isolation == "actor"]
     for k, spec in enumerate(actors):
-        runners.append(
-            ActorRunner(
-                spec.agent_class,
-                name=spec.name,
-                symbols=spec.symbols,
-                params=spec.params,
-                capital=float(spec.capital),
-                options=placed(k),
-            )
-        )
+        runners.append(ActorRunner(spec.agent_class, _kwargs(spec, limits, budget), options=placed(k)))
     if not shared:
         return
     groups = pack([len(s.symbols) for s in shared], shared_hosts or default_host_count())
     for k, group in enumerate(groups):
-        agents = [(shared[i].agent_class, _kwargs(shared[i])) for i in group]
+        agents = [(shared[i].agent_class, _kwargs(shared[i], limits, budget)) for i in group]
         runners.append(SharedRunner(agents, limits, options=placed(k)))
 
 
-def _kwargs(spec: AgentSpec) -> dict[str, Any]:
-    return {"name": spec.name, "symbols": spec.symbols, "params": spec.params, "capital": float(spec.capital)}
+def _kwargs(spec: AgentSpec, limits: RunnerLimits, budget: BudgetBackend | None) -> dict[str, Any]:
+    """:class:`~federation.runners.host.AgentHost` arguments of one agent."""
+    return {
+        "name": spec.name,
+        "symbols": spec.symbols,
+        "params": spec.params,
+        "capital": float(spec.capital),
+        "budget": budget,
+        "max_held_rows": limits.max_backlog_rows,
+    }

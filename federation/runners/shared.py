@@ -75,7 +75,9 @@ class _HostService:
             )
         return errors
 
-    def process(self, block: BarBatch, fills: dict[str, list[FillRow]]) -> list[AgentBlockResult]:
+    def process(
+        self, block: BarBatch, fills: dict[str, list[FillRow]], hold: dict[str, bool] | None = None
+    ) -> list[AgentBlockResult]:
         limits = self.limits
         out: list[AgentBlockResult] = []
         ts = int(block.ts[0]) if len(block) else 0
@@ -94,6 +96,9 @@ class _HostService:
         calls = []
         for name in self._active():
             batch, agent_fills = block, fills.get(name, [])
+            if hold and name in hold:
+                out.append(self.hosts[name].hold(batch, agent_fills, keep_bars=hold[name]))
+                continue
             if name in ready:  # coalesce what it missed while busy into one fresher batch
                 batch = BarBatch.concat([*ready[name].backlog, block])
                 agent_fills = ready[name].fills + agent_fills
@@ -153,14 +158,18 @@ class SharedRunner:
         options: dict[str, Any] | None = None,
     ) -> None:
         self.names: tuple[str, ...] = tuple(kw["name"] for _, kw in agents)
+        self.hosts_set = frozenset(self.names)
         self._actor = _HostActor.options(**_ACTOR_OPTIONS, **(options or {})).remote(agents, limits)
 
     def start(self) -> Any:
         return self._actor.start.remote()
 
-    def process(self, block: Any, fills: dict[str, list[FillRow]]) -> Any:
+    def process(
+        self, block: Any, fills: dict[str, list[FillRow]], hold: dict[str, bool] | None = None
+    ) -> Any:
         mine = {n: fills[n] for n in self.names if n in fills}
-        return self._actor.process.remote(block, mine)
+        held = {n: keep for n, keep in (hold or {}).items() if n in self.hosts_set}
+        return self._actor.process.remote(block, mine, held or None)
 
     def stop(self, fills: dict[str, list[FillRow]]) -> Any:
         return self._actor.stop.remote({n: fills[n] for n in self.names if n in fills})

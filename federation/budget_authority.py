@@ -1,0 +1,194 @@
+"""``BudgetAuthority``: the one place every agent's reservations go (a Ray actor around a budget book).
+
+The actor handles one call at a time, so check-and-reserve is atomic: 100 agents reserving at once are
+served in some order and the sum of what is granted never passes a cap (the race of LiteLLM #34732 cannot
+happen). Agents reach it through :class:`RayBudgetBackend`, which their runner installs in them; the
+supervisor calls :meth:`BudgetService.step` once per step (a block of bars, or a live tick) to charge
+what the runners measured (compute seconds) and what the fills cost (fees), to move periods forward,
+to reserve the next step's compute, and to collect the agents' budget states and the events for the ledger.
+
+Compute is metered after the fact: before a step the authority reserves an estimate of each capped
+agent's compute (twice its largest recent step, at least 50 ms); an agent whose estimate does not fit is
+not called in that step. The actual CPU seconds are settled after the step. Fees are charged when the
+fills are booked. Both are the truth and are recorded even when they pass the cap (an ``overrun`` event).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from agents.budget import Refusal
+from federation.config import BudgetSettings
+from policies.budget import E8, BudgetBook, BudgetEvent, BudgetLimit, BudgetState
+
+_MIN_COMPUTE_E8 = E8 // 20
+"""Smallest compute reservation per step: 50 ms (a first call's imports and warm-up)."""
+_COMPUTE_HISTORY = 4
+
+
+@dataclass(frozen=True, slots=True)
+class AgentBudgetStatus:
+    """What the supervisor needs to know about one agent before a step."""
+
+    state: BudgetState
+    throttle_factor: int
+    flatten: bool
+    """Suspended or stopped with ``on_suspend = "flatten"``."""
+    compute_granted: bool
+    """False when the agent's compute estimate for the step did not fit its budget: do not call it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    statuses: dict[str, AgentBudgetStatus]
+    """Agents that are not plainly active (absent = active, call normally)."""
+    events: list[BudgetEvent]
+
+
+class BudgetService:
+    """Plain class behind the actor, so tests can run it in-process."""
+
+    def __init__(
+        self, budgets: dict[str, list[BudgetLimit]], settings: BudgetSettings, *, start_ns: int = 0
+    ) -> None:
+        prices = {k: int((v * E8).to_integral_value()) for k, v in settings.prices.items()}
+        self.book = BudgetBook(budgets, prices, reservation_ttl_ns=int(settings.reservation_ttl_s * 1e9))
+        self.wall_clock = settings.clock == "wall"
+        self._now = start_ns
+        self._compute_meter = {agent: "compute_s" in self.book.meters_with_limit(agent) for agent in budgets}
+        self._compute_rid: dict[str, int] = {}
+        self._compute_refused: set[str] = set()
+        self._history: dict[str, deque[int]] = {
+            a: deque(maxlen=_COMPUTE_HISTORY) for a, capped in self._compute_meter.items() if capped
+        }
+
+    def _clock(self, ts: int) -> int:
+        return time.time_ns() if self.wall_clock else ts
+
+    # ------------------------------------------------------------------------------------- agents' calls
+    def reserve(self, agent: str, kind: str, amount_e8: int, ts: int) -> int | Refusal:
+        """``ts``: the agent's bar time (0 before its first bar, e.g. in ``on_start``: the run's now)."""
+        return self.book.reserve(agent, kind, amount_e8, self._clock(ts or self._now), time.time_ns())
+
+    def settle(self, reservation_id: int, actual_e8: int) -> None:
+        self.book.settle(reservation_id, actual_e8)
+
+    def cancel(self, reservation_id: int) -> None:
+        self.book.cancel(reservation_id)
+
+    def remaining(self, agent: str, kind: str) -> int | None:
+        return self.book.remaining(agent, kind)
+
+    # --------------------------------------------------------------------------------- the supervisor
+    def step(self, charges: dict[str, dict[str, int]], now: int) -> StepReport:
+        """Charge the step just done (``charges``: agent -> meter -> amount in 1e-8 units, e.g.
+        ``compute_s`` and ``fees``), move to ``now`` (the next step's first bar), reserve the next
+        step's compute, and report the agents that are not plainly active, with the events to record."""
+        book = self.book
+        done_at = self._clock(self._now)
+        for agent, meters in charges.items():
+            for kind, amount in meters.items():
+                if kind == "compute_s" and agent in self._compute_rid:
+                    self._history[agent].append(amount)
+                    book.settle(self._compute_rid.pop(agent), amount)
+                elif amount > 0:
+                    book.charge(agent, kind, amount, done_at)
+        for agent, rid in list(self._compute_rid.items()):  # reserved, but the agent was not called
+            book.settle(rid, 0)
+            del self._compute_rid[agent]
+        self._now = max(self._now, now)
+        clock = self._clock(self._now)
+        book.advance(clock)
+        book.expire(time.time_ns())
+        self._compute_refused.clear()
+        for agent, history in self._history.items():
+            if book.state(agent) >= BudgetState.SUSPENDED:
+                continue
+            estimate = max(_MIN_COMPUTE_E8, max(history, default=0) * 2)
+            granted = book.reserve(agent, "compute_s", estimate, clock, time.time_ns())
+            if isinstance(granted, Refusal):
+                self._compute_refused.add(agent)
+            else:
+                self._compute_rid[agent] = granted
+        return StepReport(self._statuses(), book.drain_events())
+
+    def _statuses(self) -> dict[str, AgentBudgetStatus]:
+        out = {}
+        for agent, state in self.book.states().items():
+            refused = agent in self._compute_refused
+            if state is BudgetState.ACTIVE and not refused:
+                continue
+            limits = self.book.budgets(agent)
+            factor = max((b.throttle_factor for b in limits if b.action == "throttle"), default=1)
+            flatten = state >= BudgetState.SUSPENDED and any(
+                b.on_suspend == "flatten" and b.action != "throttle" for b in limits
+            )
+            out[agent] = AgentBudgetStatus(state, factor, flatten, not refused)
+        return out
+
+    def finish(self, charges: dict[str, dict[str, int]]) -> tuple[list[BudgetEvent], list[dict[str, Any]]]:
+        """Charge the last step, charge every open reservation in full, and report usage per agent."""
+        self.step(charges, self._now)
+        for rid in self._compute_rid.values():
+            self.book.settle(rid, 0)
+        self._compute_rid.clear()
+        self.book.expire_all("the run ended")
+        return self.book.drain_events(), self.book.report()
+
+
+BudgetAuthority: Any = ray.remote(BudgetService)
+"""The Ray actor class; start it with :func:`start_budget_authority`."""
+
+
+def start_budget_authority(scheduling_strategy: Any = None, **kwargs: Any) -> Any:
+    """Create the authority: one call at a time (that is the atomicity), no CPU reserved, not restarted."""
+    options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0, "max_concurrency": 1}
+    if scheduling_strategy is not None:
+        options["scheduling_strategy"] = scheduling_strategy
+    return BudgetAuthority.options(**options).remote(**kwargs)
+
+
+class RayBudgetBackend:
+    """An agent's way to the authority actor (installed in the agent by its runner): a reservation is one
+    round trip; settling and cancelling are sent without waiting."""
+
+    def __init__(self, authority: Any) -> None:
+        self._authority = authority
+
+    def reserve(self, agent: str, kind: str, amount_e8: int, ts: int) -> int | Refusal:
+        answer: int | Refusal = ray.get(self._authority.reserve.remote(agent, kind, amount_e8, ts))
+        return answer
+
+    # Settling needs no answer: the actor runs one caller's calls in the order they were sent, and the
+    # amounts were checked on this side already.
+    def settle(self, reservation_id: int, actual_e8: int) -> None:
+        self._authority.settle.remote(reservation_id, actual_e8)
+
+    def cancel(self, reservation_id: int) -> None:
+        self._authority.cancel.remote(reservation_id)
+
+
+class LocalBudgetBackend:
+    """The same calls on an in-process :class:`BudgetService`, serialized by a lock (tests, benchmarks)."""
+
+    def __init__(self, service: BudgetService) -> None:
+        self.service = service
+        self._lock = threading.Lock()
+
+    def reserve(self, agent: str, kind: str, amount_e8: int, ts: int) -> int | Refusal:
+        with self._lock:
+            return self.service.reserve(agent, kind, amount_e8, ts)
+
+    def settle(self, reservation_id: int, actual_e8: int) -> None:
+        with self._lock:
+            self.service.settle(reservation_id, actual_e8)
+
+    def cancel(self, reservation_id: int) -> None:
+        with self._lock:
+            self.service.cancel(reservation_id)

@@ -1,0 +1,462 @@
+"""Budgets without Ray: the budget book's rules, no overshoot (property and threaded stress), the agent's
+``spend`` API and the budget config."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from agents import Agent, BarBatch, BudgetExceeded, Fill, Signal
+from agents.budget import Refusal
+from agents.model import FillRow
+from federation.aggregator import Aggregator
+from federation.budget_authority import BudgetService, LocalBudgetBackend
+from federation.config import BudgetEntry, BudgetSettings, duration_ns
+from federation.runners.host import AgentHost
+from policies.aggregation import FixedWeights
+from policies.budget import E8, NS_PER_DAY, BudgetBook, BudgetLimit, BudgetState
+
+HOUR = 3600 * 10**9
+
+
+def units(x: float) -> int:
+    return round(x * E8)
+
+
+def book(*limits: BudgetLimit, prices: dict[str, float] | None = None, ttl_s: float = 300) -> BudgetBook:
+    priced = {k: units(v) for k, v in (prices or {}).items()}
+    return BudgetBook({"a": list(limits), "b": []}, priced, reservation_ttl_ns=int(ttl_s * 1e9))
+
+
+def limit(kind: str, cap: float, **kw: object) -> BudgetLimit:
+    return BudgetLimit(kind=kind, limit_e8=units(cap), **kw)  # type: ignore[arg-type]
+
+
+def codes(b: BudgetBook) -> list[str]:
+    return [e.code for e in b.drain_events()]
+
+
+# ------------------------------------------------------------------------------------------- the rules
+def test_reserve_counts_outstanding_reservations_and_refuses_what_does_not_fit() -> None:
+    b = book(limit("api_calls", 10))
+    first = b.reserve("a", "api_calls", units(6), 0, 0)
+    assert isinstance(first, int)
+    refused = b.reserve("a", "api_calls", units(5), 0, 0)  # 6 reserved + 5 > 10, nothing used yet
+    assert isinstance(refused, Refusal)
+    assert refused.remaining_e8 == units(4) and refused.limit_e8 == units(10)
+    assert "past 10" in refused.message and "left 4" in refused.message
+    assert isinstance(b.reserve("a", "api_calls", units(4), 0, 0), int)  # exactly to the cap: allowed
+
+
+def test_settle_charges_the_actual_and_releases_the_rest() -> None:
+    b = book(limit("llm_tokens", 1000))
+    rid = b.reserve("a", "llm_tokens", units(800), 0, 0)
+    assert isinstance(rid, int)
+    b.settle(rid, units(300))
+    assert b.remaining("a", "llm_tokens") == units(700)
+    row = next(r for r in b.report() if r["kind"] == "llm_tokens")
+    assert row["usage_e8"] == units(300) and row["reservations"] == 1
+
+
+def test_cancel_releases_without_charge_and_settling_twice_changes_nothing() -> None:
+    b = book(limit("api_calls", 2))
+    rid = b.reserve("a", "api_calls", units(2), 0, 0)
+    assert isinstance(rid, int)
+    b.cancel(rid)
+    assert b.remaining("a", "api_calls") == units(2)
+    b.settle(rid, units(2))  # unknown id now: ignored
+    assert b.remaining("a", "api_calls") == units(2)
+
+
+def test_unsettled_reservation_expires_and_is_charged_in_full() -> None:
+    b = book(limit("api_calls", 5), ttl_s=10)
+    rid = b.reserve("a", "api_calls", units(3), 0, wall_ns=0)
+    assert b.expire(wall_ns=9 * 10**9) == 0
+    assert b.expire(wall_ns=10 * 10**9) == 1
+    assert b.remaining("a", "api_calls") == units(2)
+    assert "expired" in codes(b)
+    assert isinstance(rid, int)
+    b.settle(rid, 0)  # a late settle does not refund an expired reservation
+    assert b.remaining("a", "api_calls") == units(2)
+
+
+def test_money_budget_prices_every_meter_and_caps_them_together() -> None:
+    b = book(limit("money", 1.0), prices={"api_calls": 0.1, "llm_tokens": 0.001})
+    rid = b.reserve("a", "api_calls", units(5), 0, 0)  # 0.50
+    assert isinstance(rid, int)
+    b.settle(rid, units(5))
+    assert isinstance(b.reserve("a", "llm_tokens", units(501), 0, 0), Refusal)  # 0.501 > 0.50 left
+    rid = b.reserve("a", "llm_tokens", units(500), 0, 0)
+    assert isinstance(rid, int)
+    b.settle(rid, units(500))
+    assert b.remaining("a", "api_calls") == 0
+    money = next(r for r in b.report() if r["kind"] == "money")
+    assert money["usage_e8"] == units(1.0) and money["cost_e8"] == units(1.0)
+
+
+def test_fees_and_unpriced_meters_do_not_count_toward_money() -> None:
+    b = book(limit("money", 1.0), prices={"api_calls": 0.5})
+    b.charge("a", "fees", units(100), 0)
+    b.charge("a", "my_meter", units(100), 0)
+    assert b.remaining("a", "api_calls") == units(2)
+    assert b.state("a") is BudgetState.ACTIVE
+
+
+def test_soft_limit_warns_once_then_hard_limit_applies_the_action() -> None:
+    b = book(limit("api_calls", 10, soft=0.5, action="suspend"))
+    for _ in range(4):
+        b.charge("a", "api_calls", units(1), 0)
+    assert codes(b) == []
+    b.charge("a", "api_calls", units(1), 0)
+    assert codes(b) == ["soft_limit"]
+    b.charge("a", "api_calls", units(4), 0)
+    assert codes(b) == []
+    assert b.state("a") is BudgetState.ACTIVE
+    b.charge("a", "api_calls", units(1), 0)
+    events = b.drain_events()
+    assert [e.code for e in events] == ["suspend"]
+    assert events[0].amount_e8 == events[0].limit_e8 == units(10)
+    assert b.state("a") is BudgetState.SUSPENDED
+
+
+def test_a_refusal_applies_the_action_before_the_cap_is_used_up() -> None:
+    b = book(limit("llm_tokens", 100, action="throttle", throttle_factor=3))
+    rid = b.reserve("a", "llm_tokens", units(90), 0, 0)
+    assert isinstance(rid, int)
+    b.settle(rid, units(90))
+    assert isinstance(b.reserve("a", "llm_tokens", units(20), 0, 0), Refusal)
+    assert codes(b) == ["soft_limit", "refused", "throttle"]
+    assert b.state("a") is BudgetState.THROTTLED
+    assert isinstance(b.reserve("a", "llm_tokens", units(20), 0, 0), Refusal)
+    assert codes(b) == []  # one refusal event per period; all are counted
+    row = next(r for r in b.report() if r["kind"] == "llm_tokens")
+    assert row["refusals"] == 2 and row["actions"] == {"throttle": 1}
+
+
+def test_day_budget_resets_at_the_next_utc_day_and_resumes_the_agent() -> None:
+    day0 = 19_000 * NS_PER_DAY
+    b = book(limit("api_calls", 2, period="day", action="suspend"))
+    for _ in range(2):
+        b.charge("a", "api_calls", units(1), day0 + HOUR)
+    assert b.state("a") is BudgetState.SUSPENDED
+    b.advance(day0 + 23 * HOUR)
+    assert b.state("a") is BudgetState.SUSPENDED
+    b.advance(day0 + NS_PER_DAY)
+    assert b.state("a") is BudgetState.ACTIVE
+    assert codes(b)[-1] == "resume"
+    assert b.remaining("a", "api_calls") == units(2)
+    rows = [r for r in b.report() if r["kind"] == "api_calls"]
+    assert [r["period"] for r in rows] == ["day 2022-01-08", "day 2022-01-09"]
+    assert [r["usage_e8"] for r in rows] == [units(2), 0]
+    assert rows[0]["actions"] == {"suspend": 1} and rows[1]["actions"] == {"resume": 1}
+
+
+def test_rolling_budget_frees_what_leaves_the_window() -> None:
+    b = book(limit("api_calls", 3, period="rolling", window_ns=HOUR, action="throttle"))
+    for minute in (0, 10, 20):
+        rid = b.reserve("a", "api_calls", units(1), minute * 60 * 10**9, 0)
+        assert isinstance(rid, int)
+        b.settle(rid, units(1))
+    assert isinstance(b.reserve("a", "api_calls", units(1), 30 * 60 * 10**9, 0), Refusal)
+    assert b.state("a") is BudgetState.THROTTLED
+    b.advance(HOUR + 1)  # the first call (minute 0) left the window
+    assert b.state("a") is BudgetState.ACTIVE
+    assert isinstance(b.reserve("a", "api_calls", units(1), HOUR + 1, 0), int)
+    assert isinstance(b.reserve("a", "api_calls", units(1), HOUR + 2, 0), Refusal)
+
+
+def test_stop_is_for_the_rest_of_the_run_and_the_strongest_action_wins() -> None:
+    b = book(
+        limit("api_calls", 1, period="day", action="throttle"),
+        limit("llm_tokens", 1, period="day", action="stop"),
+    )
+    b.charge("a", "api_calls", units(1), 0)
+    assert b.state("a") is BudgetState.THROTTLED
+    b.charge("a", "llm_tokens", units(1), 0)
+    assert b.state("a") is BudgetState.STOPPED
+    b.advance(3 * NS_PER_DAY)
+    assert b.state("a") is BudgetState.STOPPED
+
+
+def test_settling_more_than_reserved_is_recorded_truthfully_as_an_overrun() -> None:
+    b = book(limit("llm_tokens", 100))
+    rid = b.reserve("a", "llm_tokens", units(50), 0, 0)
+    assert isinstance(rid, int)
+    b.settle(rid, units(120))
+    events = b.drain_events()
+    assert events[0].code == "overrun" and "more than the 50 it reserved" in events[0].message
+    row = next(r for r in b.report() if r["kind"] == "llm_tokens")
+    assert row["usage_e8"] == units(120) and row["remaining_e8"] == 0
+
+
+def test_unknown_agent_and_negative_amounts_are_errors() -> None:
+    b = book(limit("api_calls", 1))
+    with pytest.raises(KeyError, match="unknown agent 'zz'"):
+        b.reserve("zz", "api_calls", 1, 0, 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        b.reserve("a", "api_calls", -1, 0, 0)
+
+
+# ------------------------------------------------------------------------------------- no overshoot
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["reserve", "settle", "cancel", "expire", "advance"]),
+        st.sampled_from(["api_calls", "llm_tokens"]),
+        st.integers(0, 40),  # amount
+        st.integers(0, 100),  # settle fraction in percent of the estimate
+        st.integers(0, 3 * HOUR),  # time step
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_OPS, period=st.sampled_from(["run", "day", "rolling"]))
+def test_property_usage_plus_reservations_never_pass_any_cap(
+    ops: list[tuple[str, str, int, int, int]], period: str
+) -> None:
+    window = HOUR if period == "rolling" else 0
+    b = book(
+        BudgetLimit("api_calls", units(50), period, window),  # type: ignore[arg-type]
+        BudgetLimit("money", units(3), period, window),  # type: ignore[arg-type]
+        prices={"api_calls": 0.01, "llm_tokens": 0.02},
+    )
+    now = wall = 0
+    open_: list[tuple[int, int]] = []
+    for op, kind, amount, fraction, step in ops:
+        now += step
+        wall += 10**9
+        if op == "reserve":
+            rid = b.reserve("a", kind, units(amount), now, wall)
+            if isinstance(rid, int):
+                open_.append((rid, units(amount)))
+        elif op == "settle" and open_:
+            rid, estimate = open_.pop(0)
+            b.settle(rid, estimate * fraction // 100)  # honest agents settle at most the estimate
+        elif op == "cancel" and open_:
+            b.cancel(open_.pop()[0])
+        elif op == "expire":
+            b.expire(wall + 400 * 10**9)
+            open_.clear()
+        else:
+            b.advance(now)
+        for tally in b._tallies["a"]:
+            assert tally.used_e8 + tally.reserved_e8 <= tally.limit.limit_e8
+            assert tally.peak_e8 <= tally.limit.limit_e8
+    assert not any(e.code == "overrun" for e in b.drain_events())
+
+
+def test_threaded_stress_100_callers_at_once_grant_exactly_the_cap() -> None:
+    """100 threads reserve 1 call each, 20 times, against one capped agent and one capped agent each."""
+    callers = 100
+    budgets = {"shared": [limit("api_calls", 777)]} | {
+        f"a{i}": [limit("api_calls", 7)] for i in range(callers)
+    }
+    backend = LocalBudgetBackend(BudgetService(budgets, BudgetSettings()))
+    granted = [0] * callers
+    own = [0] * callers
+    start = threading.Barrier(callers)
+
+    def work(i: int) -> None:
+        start.wait()
+        for _ in range(20):
+            for agent, counter in (("shared", granted), (f"a{i}", own)):
+                answer = backend.reserve(agent, "api_calls", units(1), 0)
+                if isinstance(answer, int):
+                    counter[i] += 1
+                    backend.settle(answer, units(1))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(granted) == 777
+    assert own == [7] * callers
+    rows = {r["agent"]: r for r in backend.service.book.report()}
+    assert rows["shared"]["usage_e8"] == units(777) and rows["shared"]["refusals"] == 2000 - 777
+
+
+# ---------------------------------------------------------------------------------- the agent's API
+class Spender(Agent):
+    def on_bar(self, bar):  # type: ignore[no-untyped-def]
+        return Signal(bar.symbol, 0.0)
+
+
+def spender(*limits: BudgetLimit) -> tuple[Spender, BudgetService]:
+    service = BudgetService({"s": list(limits)}, BudgetSettings(prices={"api_calls": Decimal("0.5")}))
+    agent = Spender(name="s", symbols=("AAA",))
+    agent._budget = LocalBudgetBackend(service)
+    return agent, service
+
+
+def test_spend_settles_the_actual_and_releases_the_rest() -> None:
+    agent, service = spender(limit("llm_tokens", 1000))
+    with agent.spend("llm_tokens", estimate=800) as s:
+        s.settle(250)
+    assert service.book.remaining("s", "llm_tokens") == units(750)
+
+
+def test_leaving_the_block_without_settling_charges_the_estimate_even_on_error() -> None:
+    agent, service = spender(limit("api_calls", 10))
+    with agent.spend("api_calls", estimate=2):
+        pass
+    with pytest.raises(RuntimeError), agent.spend("api_calls", estimate=3):
+        raise RuntimeError("the vendor timed out after the request was sent")
+    assert service.book.remaining("s", "api_calls") == units(5)
+
+
+def test_cancel_releases_and_a_refusal_raises_before_anything_is_spent() -> None:
+    agent, _ = spender(limit("money", 1))  # api_calls cost 0.5 each
+    with agent.spend("api_calls", estimate=1) as s:
+        s.cancel()
+    with agent.spend("api_calls", estimate=2):
+        pass
+    with pytest.raises(BudgetExceeded) as info:
+        agent.spend("api_calls", estimate=1)
+    assert info.value.kind == "money" and info.value.remaining == 0 and info.value.limit == 1
+    assert "refused, nothing spent" in str(info.value)
+    reservation = agent.spend("my_meter", estimate=5)  # unpriced, unbudgeted: granted
+    reservation.settle(5)
+    with pytest.raises(RuntimeError, match="already settled"):
+        reservation.settle(1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "estimate", "error"),
+    [
+        ("API calls", 1, "meter name 'API calls' is not valid"),
+        ("money", 1, "'money' names budgets"),
+        ("api_calls", -1, "must be >= 0"),
+        ("api_calls", float("nan"), "must be finite"),
+        ("api_calls", "1", "must be a number"),
+    ],
+)
+def test_spend_rejects_bad_input_with_a_clear_message(kind: str, estimate: object, error: str) -> None:
+    agent, _ = spender()
+    with pytest.raises((ValueError, TypeError), match=error):
+        agent.spend(kind, estimate)  # type: ignore[arg-type]
+
+
+def test_outside_a_run_spending_is_granted_and_tallied() -> None:
+    agent = Spender(name="s", symbols=("AAA",))
+    with agent.spend("llm_tokens", estimate=100) as s:
+        s.settle(42)
+    with agent.spend("api_calls", estimate=1):
+        pass
+    assert agent.budget_usage == {"llm_tokens": 42.0, "api_calls": 1.0}
+
+
+# ------------------------------------------------------------------------------------------ config
+def test_budget_entry_converts_to_exact_units() -> None:
+    entry = BudgetEntry(kind="money", limit=Decimal("0.2"), period="rolling", window="90m", action="throttle")
+    assert entry.to_limit() == BudgetLimit("money", units(0.2), "rolling", 90 * 60 * 10**9, 0.8, "throttle")
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"kind": "API", "limit": 1}, "is not a meter name"),
+        ({"kind": "api_calls", "limit": 0}, "greater than 0"),
+        ({"kind": "api_calls", "limit": 1, "period": "rolling"}, "needs a window"),
+        ({"kind": "api_calls", "limit": 1, "window": "1h"}, "only for period 'rolling'"),
+        ({"kind": "api_calls", "limit": 1, "period": "rolling", "window": "soon"}, "is not a duration"),
+        ({"kind": "api_calls", "limit": 1, "action": "panic"}, "throttle"),
+    ],
+)
+def test_budget_entry_errors_say_what_to_fix(fields: dict[str, object], error: str) -> None:
+    with pytest.raises(ValidationError, match=error):
+        BudgetEntry.model_validate(fields)
+
+
+def test_prices_refuse_fees_and_money() -> None:
+    with pytest.raises(ValidationError, match="fees are money already"):
+        BudgetSettings.model_validate({"prices": {"fees": 1}})
+
+
+@pytest.mark.parametrize(("text", "ns"), [("90s", 90 * 10**9), ("5m", 300 * 10**9), ("1.5h", 5400 * 10**9)])
+def test_durations(text: str, ns: int) -> None:
+    assert duration_ns(text, "window") == ns
+
+
+# ------------------------------------------------------------------------------ holding agents back
+class Counter(Agent):
+    """Signals +0.5 on AAA at its first bar ever, then nothing; records what each call saw."""
+
+    def on_start(self) -> None:
+        self.calls: list[int] = []
+        self.fills: list[float] = []
+        self.seen = 0
+
+    def on_batch(self, batch):  # type: ignore[no-untyped-def]
+        self.calls.append(len(batch))
+        weights = np.full((len(batch), 1), np.nan)
+        if self.seen == 0 and len(batch):
+            weights[0, 0] = 0.5
+        self.seen += len(batch)
+        return weights
+
+    def on_fill(self, fill: Fill) -> None:
+        self.fills.append(fill.quantity)
+
+
+def block(t0: int, n: int = 3, symbols: tuple[str, ...] = ("AAA",)) -> BarBatch:
+    close = np.full((n, len(symbols)), 100.0)
+    return BarBatch(
+        symbols,
+        np.arange(t0, t0 + n, dtype=np.int64),
+        close,
+        close,
+        close,
+        close,
+        close,
+        np.ones((n, len(symbols)), dtype=bool),
+    )
+
+
+def fill(q: float) -> FillRow:
+    return ("AAA", 0, q, 100.0, 0.0, "o", False)
+
+
+def test_throttled_agent_gets_held_bars_and_fills_with_its_next_call() -> None:
+    host = AgentHost(Counter, name="c", symbols=("AAA",), params={}, capital=1.0)
+    host.start()
+    first = host.hold(block(0), [fill(1)], keep_bars=True)
+    assert first.held and first.weights.shape == (0, 1)
+    host.hold(block(3), [fill(2)], keep_bars=True)
+    res = host.process(block(6), [fill(3)])
+    agent = host.agent
+    assert isinstance(agent, Counter)
+    assert agent.calls == [9] and agent.fills == [1, 2, 3] and agent.position("AAA") == 6
+    # the signal decided on the first held bar is acted on at the first bar of the current block
+    assert res.weights.shape == (3, 1) and res.weights[0, 0] == 0.5 and np.isnan(res.weights[1:]).all()
+    assert res.bars == 9
+
+
+def test_suspended_agent_loses_its_bars_but_not_its_fills() -> None:
+    host = AgentHost(Counter, name="c", symbols=("AAA",), params={}, capital=1.0)
+    host.start()
+    host.hold(block(0), [fill(1)], keep_bars=False)
+    host.process(block(3), [])
+    agent = host.agent
+    assert isinstance(agent, Counter)
+    assert agent.calls == [3] and agent.fills == [1]
+    host.hold(block(6), [fill(-1)], keep_bars=False)
+    host.stop([])
+    assert agent.fills == [1, -1]  # on_stop still delivers what was held
+
+
+def test_flatten_zeroes_the_agents_targets_at_the_next_block_before_its_signals() -> None:
+    agg = Aggregator(
+        FixedWeights(), ("AAA", "BBB"), ["x", "y"], [("AAA", "BBB"), ("AAA",)], [1000.0, 1000.0], 1.0
+    )
+    agg.flatten("x")
+    empty = agg.targets(block(0, symbols=("AAA", "BBB")), [])
+    assert empty.agents.tolist() == [0, 0] and empty.lots.tolist() == [0, 0] and empty.rows.tolist() == [0, 0]
+    assert len(agg.targets(block(3, symbols=("AAA", "BBB")), []).rows) == 0  # once only

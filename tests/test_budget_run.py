@@ -1,0 +1,227 @@
+"""Budgets for real: the authority actor under concurrent load from several processes, the budget
+example run from the command line as a user runs it, and the kill switch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import ray
+
+from federation.budget_authority import RayBudgetBackend, start_budget_authority
+from federation.config import BudgetSettings, load_config
+from federation.ledger import open_ledger
+from federation.supervisor import Supervisor
+from policies.budget import E8, BudgetLimit
+from tests.conftest import EXAMPLES, ROOT
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+FEDERATION = [sys.executable, "-c", "from federation.cli import main; main()"]
+
+
+def cli(*args: str, cwd: Path = ROOT, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FEDERATION, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def flat(text: str) -> str:
+    """Rich wraps long messages to the terminal width."""
+    return " ".join(text.split())
+
+
+@ray.remote(num_cpus=0)
+def _reserve_from_threads(authority: object, agents: list[str], threads: int, tries: int) -> dict[str, int]:
+    """One process, ``threads`` threads, each reserving 1 unit ``tries`` times for every agent."""
+    backend = RayBudgetBackend(authority)
+    granted = dict.fromkeys(agents, 0)
+    lock = threading.Lock()
+    barrier = threading.Barrier(threads)
+
+    def work() -> None:
+        barrier.wait()
+        for _ in range(tries):
+            for agent in agents:
+                answer = backend.reserve(agent, "api_calls", E8, 0)
+                if isinstance(answer, int):
+                    backend.settle(answer, E8)
+                    with lock:
+                        granted[agent] += 1
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return granted
+
+
+def test_authority_grants_exactly_the_cap_to_100_concurrent_callers_in_4_processes() -> None:
+    caps = {"shared": 250, "a": 7, "b": 1}
+    budgets = {name: [BudgetLimit("api_calls", cap * E8)] for name, cap in caps.items()}
+    authority = start_budget_authority(budgets=budgets, settings=BudgetSettings())
+    try:
+        parts = ray.get([_reserve_from_threads.remote(authority, list(caps), 25, 4) for _ in range(4)])
+        granted = {name: sum(p[name] for p in parts) for name in caps}
+        assert granted == caps  # 400 attempts per agent from 100 threads: never one more than the cap
+        _, rows = ray.get(authority.finish.remote({}))
+        by_agent = {r["agent"]: r for r in rows}
+        for name, cap in caps.items():
+            assert by_agent[name]["usage_e8"] == cap * E8
+            assert by_agent[name]["refusals"] == 400 - cap
+    finally:
+        ray.kill(authority)
+
+
+@pytest.fixture(scope="module")
+def budget_example(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, list[dict], Path]:
+    tmp = tmp_path_factory.mktemp("budgets")
+    ledger = tmp / "budgets.db"
+    run = cli("run", str(EXAMPLES / "budgets" / "fleet.toml"), "--json", "--ledger", f"sqlite:///{ledger}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    costs = cli("costs", str(ledger), "--json")
+    assert costs.returncode == 0, costs.stderr[-3000:]
+    return json.loads(run.stdout), json.loads(costs.stdout), ledger
+
+
+def test_budget_example_costs_stay_within_every_budget(budget_example: tuple[dict, list[dict], Path]) -> None:
+    summary, rows, _ = budget_example
+    assert summary["status"] == "completed"
+    budgeted = [r for r in rows if r["budget"] is not None]
+    assert {r["agent"] for r in budgeted} == {"vendor-quotes", "llm-analyst"}
+    for row in rows:
+        assert {"agent", "kind", "usage", "cost", "budget", "remaining", "actions"} <= set(row)
+    for row in budgeted:
+        assert row["usage"] <= row["budget"], row
+        assert row["remaining"] == pytest.approx(row["budget"] - row["usage"]) or row["period"] != "run"
+    assert summary["costs"] == rows  # the run summary carries the same report
+
+
+def test_vendor_agent_is_suspended_at_its_40th_call_and_flattened(
+    budget_example: tuple[dict, list[dict], Path],
+) -> None:
+    summary, rows, ledger_path = budget_example
+    (calls,) = [r for r in rows if r["agent"] == "vendor-quotes" and r["kind"] == "api_calls"]
+    assert calls["usage"] == 40 and calls["actions"] == {"suspend": 1} and calls["state"] == "suspended"
+    agent = next(a for a in summary["agents"] if a["name"] == "vendor-quotes")
+    assert agent["budget_state"] == "suspended" and agent["held_steps"] > 0
+    ledger = open_ledger(f"sqlite:///{ledger_path}")
+    events = [e for e in ledger.events(summary["run_id"], "budget") if e["agent"] == "vendor-quotes"]
+    suspend = next(e for e in events if e["code"] == "suspend")
+    assert suspend["detail"]["amount"] == suspend["detail"]["limit"] == "40.00000000"
+    assert [e["code"] for e in events] == ["soft_limit", "suspend"]
+    # flattened: nothing held at the end, and no order for it was placed after the suspension's block
+    assert ledger.positions(summary["run_id"], "vendor-quotes") == {}
+
+
+def test_llm_agent_is_throttled_each_day_resumed_next_day_then_suspended(
+    budget_example: tuple[dict, list[dict], Path],
+) -> None:
+    summary, rows, ledger_path = budget_example
+    days = [r for r in rows if r["agent"] == "llm-analyst" and r["kind"] == "llm_tokens"]
+    assert len(days) >= 3 and all(r["period"].startswith("day ") for r in days)
+    throttled = [r for r in days if r["actions"].get("throttle")]
+    assert len(throttled) >= 2
+    for row in throttled:
+        assert row["usage"] > row["budget"] * 0.9  # throttled only once the day's tokens ran short
+    ledger = open_ledger(f"sqlite:///{ledger_path}")
+    events = [e for e in ledger.events(summary["run_id"], "budget") if e["agent"] == "llm-analyst"]
+    for refused in (e for e in events if e["code"] == "refused"):
+        d = refused["detail"]
+        # the right time: the refused request did not fit, everything before it did
+        assert Decimal(d["used"]) + Decimal(d["reserved"]) <= Decimal(d["limit"])
+        assert Decimal(d["used"]) + Decimal(d["reserved"]) + Decimal(d["amount"]) > Decimal(d["limit"])
+    codes = [e["code"] for e in events]
+    assert codes.count("throttle") == codes.count("resume") >= 2
+    assert codes.index("throttle") < codes.index("resume") < codes.index("suspend")
+    money = next(r for r in rows if r["agent"] == "llm-analyst" and r["kind"] == "money")
+    assert money["actions"] == {"suspend": 1} and money["usage"] <= 0.2
+    agent = next(a for a in summary["agents"] if a["name"] == "llm-analyst")
+    assert agent["held_steps"] > 0 and agent["budget_state"] == "suspended"
+
+
+def test_costs_command_errors_and_csv(budget_example: tuple[dict, list[dict], Path], tmp_path: Path) -> None:
+    summary, rows, ledger = budget_example
+    csv = cli("costs", summary["run_id"], "--ledger", str(ledger), "--csv")
+    assert csv.returncode == 0 and csv.stdout.splitlines()[0].startswith("agent,kind,usage,cost,budget")
+    assert len(csv.stdout.splitlines()) == len(rows) + 1
+    missing = cli("costs", str(tmp_path / "nope.db"))
+    assert missing.returncode == 2 and "no such file" in flat(missing.stderr)
+    unknown = cli("costs", "20990101T000000-abcdef", "--ledger", str(ledger))
+    assert unknown.returncode == 2 and "is not in ledger" in flat(unknown.stderr)
+
+
+LIVE_FLEET = """
+[federation]
+capital = 100000
+mode = "live"
+isolation = "shared"
+ledger = "sqlite:///{ledger}"
+
+[live]
+tick_interval_ms = 20
+max_ticks = 1500
+
+[feed]
+kind = "synthetic"
+symbols = ["AAA", "BBB"]
+bars = 2000
+interval = "1m"
+volatility = 0.8
+
+[[agents]]
+class = "agents.momentum:MomentumAgent"
+grid = {{ fast = [2, 3], slow = [5, 8] }}
+"""
+
+
+def _start_live(tmp_path: Path) -> tuple[Supervisor, threading.Thread, list[object], Path]:
+    ledger = tmp_path / "live.db"
+    path = tmp_path / "live.toml"
+    path.write_text(LIVE_FLEET.format(ledger=ledger))
+    sup = Supervisor(load_config(path), show_progress=False)
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(sup.run()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until it trades
+        if (
+            ledger.exists()
+            and open_ledger(f"sqlite:///{ledger}").query(
+                "SELECT count(*) FROM orders WHERE run_id = ?", sup.run_id
+            )[0][0]
+            > 5
+        ):
+            break
+        time.sleep(0.2)
+    return sup, thread, out, ledger
+
+
+@pytest.mark.parametrize("how", ["cli", "api"])
+def test_kill_switch_halts_trading_and_cancels_open_orders(tmp_path: Path, how: str) -> None:
+    sup, thread, out, ledger_path = _start_live(tmp_path)
+    if how == "cli":
+        halted = cli("halt", str(ledger_path), "--reason", "risk desk says stop")
+        assert halted.returncode == 0, halted.stderr
+    else:
+        sup.halt("risk desk says stop")
+    thread.join(timeout=120)
+    assert out, "the run did not end after the halt"
+    summary = out[0]
+    assert summary.status == "halted" and summary.halt_reason == "risk desk says stop"  # type: ignore[attr-defined]
+    ledger = open_ledger(f"sqlite:///{ledger_path}")
+    assert ledger.run_status(sup.run_id) == "halted"
+    states = ledger.events(sup.run_id, "trading_state")
+    assert any(e["code"] == "halted" and e["agent"] is None for e in states)
+    working = ledger.query(
+        "SELECT count(*) FROM orders WHERE run_id = ? AND status = 'submitted'", sup.run_id
+    )[0][0]
+    assert working == 0  # every order still working at the halt was cancelled
+    assert summary.bars > 0 and summary.live.ticks < 1500  # type: ignore[attr-defined]
+    again = cli("halt", str(ledger_path), "--run", sup.run_id)
+    assert again.returncode == 2 and "is not running" in flat(again.stderr)
