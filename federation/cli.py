@@ -133,6 +133,11 @@ class Mode(StrEnum):
     live = "live"
 
 
+class RiskMode(StrEnum):
+    minimal = "minimal"
+    full = "full"
+
+
 class AgentKind(StrEnum):
     per_bar = "per-bar"
     vectorized = "vectorized"
@@ -209,15 +214,22 @@ def bench_execution_command(
         int, typer.Option(min=1, max=1000, help="Symbols (one order per symbol per bar).")
     ] = 10,
     agents: Annotated[int, typer.Option(min=1, max=10_000, help="Agents sharing every order.")] = 10,
+    risk: Annotated[
+        RiskMode,
+        typer.Option(
+            help="minimal: portfolio max position + notional; full: every agent and portfolio check."
+        ),
+    ] = RiskMode.minimal,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Write the JSON here instead of stdout.")
     ] = None,
 ) -> None:
-    """Orders/s through risk + simulated venue + SQLite ledger, and the risk check's p50/p99 (µs)."""
+    """Orders/s through risk + simulated venue + SQLite ledger, and the risk checks' p50/p99 (µs)."""
     from federation.bench.execution import bench_execution
 
     out = _stdout_for_json()
-    _emit(bench_execution(orders=orders, symbols=symbols, agents=agents), json_file, out)
+    result = bench_execution(orders=orders, symbols=symbols, agents=agents, risk=risk.value)
+    _emit(result, json_file, out)
 
 
 @bench_app.command("budget")

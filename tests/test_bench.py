@@ -51,6 +51,14 @@ def test_bench_execution_reports_orders_and_risk_latency() -> None:
     assert result["fills"] == result["ledger_fills"] > 0, "every fill reached the ledger"
     assert result["orders_per_s"] > 0 and result["risk_checks"] == result["orders"]
     assert 0 < result["risk_check_p50_us"] <= result["risk_check_p99_us"]
+    assert result["agent_risk_checks"] == 0 and result["risk"] == "minimal"
+
+
+def test_bench_execution_with_every_risk_check_denies_nothing_and_times_both_levels() -> None:
+    result = bench_execution(orders=600, symbols=6, agents=3, risk="full")
+    assert result["orders"] >= 600 and result["risk_denials"] == 0
+    assert result["agent_risk_checks"] >= 3 * result["orders"]  # every agent's demand, every order
+    assert 0 < result["agent_risk_check_p50_us"] <= result["agent_risk_check_p99_us"]
 
 
 @pytest.mark.usefixtures("ray_session")
@@ -76,5 +84,7 @@ def test_bench_rejects_bad_arguments() -> None:
         bench_fleet(agents=1, agent_kind="fast")
     with pytest.raises(ValueError, match="orders, symbols, agents and block_size must be >= 1"):
         bench_execution(orders=0)
+    with pytest.raises(ValueError, match="risk 'all' is not 'minimal' or 'full'"):
+        bench_execution(risk="all")
     with pytest.raises(ValueError, match="agents, reservations and processes must be >= 1"):
         bench_budget(processes=0)
