@@ -258,6 +258,12 @@ class Agent:
         """
         return reserve(self._budget, self.name, kind, estimate, self._now)
 
+    def budget_remaining(self, kind: str) -> float | None:
+        """What this agent may still reserve of meter ``kind`` now, in the meter's unit (the tightest of
+        its budgets on it, money budgets converted at the meter's price); None if nothing caps it."""
+        left = self._budget.remaining(self.name, kind)
+        return None if left is None else left / 100_000_000
+
     @property
     def budget_usage(self) -> dict[str, float]:
         """Outside a run: what this agent settled per meter (inside a run see ``federation costs``)."""
@@ -295,6 +301,12 @@ class UnlimitedBudget:
 
     def cancel(self, reservation_id: int) -> None:
         self._open.pop(reservation_id)
+
+    def remaining(self, agent: str, kind: str) -> int | None:
+        return None
+
+    def flush(self) -> None:
+        """Nothing is in flight."""
 
     def collect(self) -> dict[str, int]:
         """What was settled since the last call (1e-8 units per meter)."""

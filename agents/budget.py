@@ -21,6 +21,7 @@ estimate is recorded truthfully and may pass the cap, which the ledger then repo
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -30,6 +31,32 @@ from typing import Protocol
 
 METER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 """User-defined meter names: lower-case letters, digits and ``_``, starting with a letter."""
+BUILTIN_METERS = ("compute_s", "api_calls", "llm_tokens", "sandbox_s", "fees")
+"""Meters the federation knows: CPU seconds of the agent's callbacks (measured by its runner), paid API
+calls, LLM tokens, sandbox seconds and trading fees (money, charged from the agent's fills)."""
+
+
+def meter_problem(name: object, *, budget: bool = False) -> str | None:
+    """Why ``name`` cannot name a meter (or, with ``budget``, a budget kind: a meter or ``money``).
+
+    Names of your own are fine, except one a letter or two away from a built-in meter: that is almost
+    always a typo, and a typo would silently leave the real meter uncapped."""
+    if budget and name == "money":
+        return None
+    if not isinstance(name, str) or not METER_NAME.match(name):
+        return (
+            f"{name!r} is not a meter name; use lower-case letters, digits and _ (built-in meters: "
+            f"{', '.join(BUILTIN_METERS)})"
+        )
+    if name == "money":
+        return "'money' names budgets over every priced meter, not a meter to spend on"
+    if name not in BUILTIN_METERS:
+        close = difflib.get_close_matches(name, [*BUILTIN_METERS, *(["money"] if budget else [])], 1, 0.75)
+        if close:
+            return f"meter {name!r} is not a built-in one; did you mean {close[0]!r}?"
+    return None
+
+
 _E8 = 100_000_000
 
 
@@ -66,6 +93,12 @@ class BudgetBackend(Protocol):
     def settle(self, reservation_id: int, actual_e8: int) -> None: ...
 
     def cancel(self, reservation_id: int) -> None: ...
+
+    def remaining(self, agent: str, kind: str) -> int | None:
+        """What ``agent`` may still reserve of ``kind`` now (1e-8 units), None if no budget caps it."""
+
+    def flush(self) -> None:
+        """Return once every settle and cancel sent so far has been handled."""
 
 
 def to_units_e8(value: float | int | Decimal, what: str) -> int:
@@ -138,11 +171,9 @@ def reserve(
     backend: BudgetBackend, agent: str, kind: str, estimate: float | int | Decimal, ts: int
 ) -> Reservation:
     """Ask ``backend`` for a reservation; :class:`BudgetExceeded` when refused."""
-    if not isinstance(kind, str) or not METER_NAME.match(kind) or kind == "money":
-        raise ValueError(
-            f"agent {agent!r}: meter name {kind!r} is not valid; use lower-case letters, digits and _ "
-            "(e.g. 'api_calls', 'llm_tokens', 'my_vendor_calls'); 'money' names budgets, not meters"
-        )
+    problem = meter_problem(kind)
+    if problem is not None:
+        raise ValueError(f"agent {agent!r}: spend({kind!r}): {problem}")
     units = to_units_e8(estimate, f"spend({kind!r}) estimate")
     answer = backend.reserve(agent, kind, units, ts)
     if isinstance(answer, Refusal):

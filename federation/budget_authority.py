@@ -8,9 +8,11 @@ what the runners measured (compute seconds) and what the fills cost (fees), to m
 to reserve the next step's compute, and to collect the agents' budget states and the events for the ledger.
 
 Compute is metered after the fact: before a step the authority reserves an estimate of each capped
-agent's compute (twice its largest recent step, at least 50 ms); an agent whose estimate does not fit is
-not called in that step. The actual CPU seconds are settled after the step. Fees are charged when the
-fills are booked. Both are the truth and are recorded even when they pass the cap (an ``overrun`` event).
+agent's compute (twice its largest recent step, at least 10 ms, times the steps a throttled agent
+catches up on; cut to what is left when at least one such step still fits). An agent whose estimate
+does not fit is not called, and its budget's action applies. The actual CPU seconds are settled after the
+step and fees are charged when the fills are booked: both are the truth and are recorded even when they
+pass the cap (a settled amount above the estimate is also an ``overrun`` event).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from agents.budget import Refusal
 from federation.config import BudgetSettings
 from policies.budget import E8, BudgetBook, BudgetEvent, BudgetLimit, BudgetState
 
-_MIN_COMPUTE_E8 = E8 // 20
-"""Smallest compute reservation per step: 50 ms (a first call's imports and warm-up)."""
+_MIN_COMPUTE_E8 = E8 // 100
+"""Smallest compute estimate per step: 10 ms."""
 _COMPUTE_HISTORY = 4
 
 
@@ -51,14 +53,23 @@ class StepReport:
     events: list[BudgetEvent]
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetReport:
+    """The end of a run's budgets: the last events, the cost report rows, each agent's money spent."""
+
+    events: list[BudgetEvent]
+    rows: list[dict[str, Any]]
+    spent_e8: dict[str, int]
+
+
 class BudgetService:
     """Plain class behind the actor, so tests can run it in-process."""
 
     def __init__(
         self, budgets: dict[str, list[BudgetLimit]], settings: BudgetSettings, *, start_ns: int = 0
     ) -> None:
-        prices = {k: int((v * E8).to_integral_value()) for k, v in settings.prices.items()}
-        self.book = BudgetBook(budgets, prices, reservation_ttl_ns=int(settings.reservation_ttl_s * 1e9))
+        ttl = int(settings.reservation_ttl_s * 1e9)
+        self.book = BudgetBook(budgets, dict(settings.prices), reservation_ttl_ns=ttl)
         self.wall_clock = settings.clock == "wall"
         self._now = start_ns
         self._compute_meter = {agent: "compute_s" in self.book.meters_with_limit(agent) for agent in budgets}
@@ -85,6 +96,9 @@ class BudgetService:
     def remaining(self, agent: str, kind: str) -> int | None:
         return self.book.remaining(agent, kind)
 
+    def ping(self) -> None:
+        """Nothing: a caller that waits for it knows every call it sent before was handled."""
+
     # --------------------------------------------------------------------------------- the supervisor
     def step(self, charges: dict[str, dict[str, int]], now: int) -> StepReport:
         """Charge the step just done (``charges``: agent -> meter -> amount in 1e-8 units, e.g.
@@ -108,10 +122,16 @@ class BudgetService:
         book.expire(time.time_ns())
         self._compute_refused.clear()
         for agent, history in self._history.items():
-            if book.state(agent) >= BudgetState.SUSPENDED:
+            state = book.state(agent)
+            if state >= BudgetState.SUSPENDED:
                 continue
-            estimate = max(_MIN_COMPUTE_E8, max(history, default=0) * 2)
-            granted = book.reserve(agent, "compute_s", estimate, clock, time.time_ns())
+            steps = book.mode(agent)[0] if state is BudgetState.THROTTLED else 1
+            need = max(_MIN_COMPUTE_E8, max(history, default=0) * steps)
+            estimate = 2 * need
+            left = book.remaining(agent, "compute_s")
+            if left is not None and need <= left < estimate:
+                estimate = left  # one more step of the usual size still fits: allow it, no more
+            granted = book.reserve(agent, "compute_s", estimate, clock, time.time_ns(), act=True)
             if isinstance(granted, Refusal):
                 self._compute_refused.add(agent)
             else:
@@ -124,22 +144,21 @@ class BudgetService:
             refused = agent in self._compute_refused
             if state is BudgetState.ACTIVE and not refused:
                 continue
-            limits = self.book.budgets(agent)
-            factor = max((b.throttle_factor for b in limits if b.action == "throttle"), default=1)
-            flatten = state >= BudgetState.SUSPENDED and any(
-                b.on_suspend == "flatten" and b.action != "throttle" for b in limits
+            factor, flatten = self.book.mode(agent)
+            out[agent] = AgentBudgetStatus(
+                state, factor, flatten and state >= BudgetState.SUSPENDED, not refused
             )
-            out[agent] = AgentBudgetStatus(state, factor, flatten, not refused)
         return out
 
-    def finish(self, charges: dict[str, dict[str, int]]) -> tuple[list[BudgetEvent], list[dict[str, Any]]]:
+    def finish(self, charges: dict[str, dict[str, int]]) -> BudgetReport:
         """Charge the last step, charge every open reservation in full, and report usage per agent."""
-        self.step(charges, self._now)
+        events = self.step(charges, self._now).events
         for rid in self._compute_rid.values():
             self.book.settle(rid, 0)
         self._compute_rid.clear()
         self.book.expire_all("the run ended")
-        return self.book.drain_events(), self.book.report()
+        spent = {agent: self.book.spent_e8(agent) for agent in self.book.states()}
+        return BudgetReport(events + self.book.drain_events(), self.book.report(), spent)
 
 
 BudgetAuthority: Any = ray.remote(BudgetService)
@@ -160,18 +179,32 @@ class RayBudgetBackend:
 
     def __init__(self, authority: Any) -> None:
         self._authority = authority
+        self._unflushed = False
 
     def reserve(self, agent: str, kind: str, amount_e8: int, ts: int) -> int | Refusal:
         answer: int | Refusal = ray.get(self._authority.reserve.remote(agent, kind, amount_e8, ts))
         return answer
 
     # Settling needs no answer: the actor runs one caller's calls in the order they were sent, and the
-    # amounts were checked on this side already.
+    # amounts were checked on this side already. flush() waits until they were handled.
     def settle(self, reservation_id: int, actual_e8: int) -> None:
         self._authority.settle.remote(reservation_id, actual_e8)
+        self._unflushed = True
 
     def cancel(self, reservation_id: int) -> None:
         self._authority.cancel.remote(reservation_id)
+        self._unflushed = True
+
+    def remaining(self, agent: str, kind: str) -> int | None:
+        left: int | None = ray.get(self._authority.remaining.remote(agent, kind))
+        return left
+
+    def flush(self) -> None:
+        """Wait until the authority handled every settle and cancel this process sent (the runner calls
+        it at the end of each call, so a step's charges are in before the supervisor's next step)."""
+        if self._unflushed:
+            ray.get(self._authority.ping.remote())
+            self._unflushed = False
 
 
 class LocalBudgetBackend:
@@ -192,3 +225,10 @@ class LocalBudgetBackend:
     def cancel(self, reservation_id: int) -> None:
         with self._lock:
             self.service.cancel(reservation_id)
+
+    def remaining(self, agent: str, kind: str) -> int | None:
+        with self._lock:
+            return self.service.remaining(agent, kind)
+
+    def flush(self) -> None:
+        """Nothing to wait for in-process."""

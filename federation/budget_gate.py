@@ -24,6 +24,7 @@ from agents.budget import BudgetBackend, to_units_e8
 from agents.model import FillRow
 from federation.budget_authority import (
     AgentBudgetStatus,
+    BudgetReport,
     BudgetService,
     RayBudgetBackend,
     StepReport,
@@ -93,6 +94,8 @@ class BudgetGate:
         self._local = None if self.enforced else BudgetService(**kwargs)
         self.statuses: dict[str, AgentBudgetStatus] = {}
         self.final_states: dict[str, str] = {}
+        self.spent: dict[str, Decimal] = {}
+        """Money each agent spent over the run (every priced meter and fees, each counted once)."""
         self.held_steps = dict.fromkeys(budgets, 0)
         self._charges: dict[str, dict[str, int]] = {}
         self._pending: Any = None
@@ -158,18 +161,18 @@ class BudgetGate:
         return out
 
     def finish(self) -> tuple[list[BudgetEvent], list[CostRow]]:
-        """Charge the last step, close every reservation, and return the events and the cost rows."""
+        """Charge the last step, close every reservation, and return the events not yet collected
+        (the last step's answer included) and the cost rows."""
+        events, _ = self.collect()
         charges, self._charges = self._charges, {}
-        if self._pending is not None and self._actor is not None:
-            ray.get(self._pending)
-        self._pending = None
         if self._actor is not None:
-            events, rows = ray.get(self._actor.finish.remote(charges))
+            report: BudgetReport = ray.get(self._actor.finish.remote(charges))
         else:
             assert self._local is not None
-            events, rows = self._local.finish(charges)
-        self.final_states = {row["agent"]: row["state"] for row in rows}
-        return events, [cost_row(r) for r in rows]
+            report = self._local.finish(charges)
+        self.final_states = {row["agent"]: row["state"] for row in report.rows}
+        self.spent = {agent: from_e8(units) for agent, units in report.spent_e8.items()}
+        return events + report.events, [cost_row(r) for r in report.rows]
 
     def kill(self) -> None:
         if self._actor is not None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agents.budget import METER_NAME
+from agents.budget import meter_problem
 from federation.errors import ConfigError
 from federation.money import E8
 from policies.breakers import BreakerSpec
@@ -230,10 +230,17 @@ class BudgetEntry(_Model):
     @field_validator("kind")
     @classmethod
     def _meter_name(cls, value: str) -> str:
-        if value != "money" and not METER_NAME.match(value):
+        problem = meter_problem(value, budget=True)
+        if problem is not None:
+            raise ValueError(f"budget kind: {problem} ('money' caps the priced sum of every meter)")
+        return value
+
+    @field_validator("limit")
+    @classmethod
+    def _representable(cls, value: Decimal) -> Decimal:
+        if (value / E8) % 1:
             raise ValueError(
-                f"budget kind {value!r} is not a meter name; use compute_s, api_calls, llm_tokens, "
-                "sandbox_s, fees, money, or your own name in lower-case letters, digits and _"
+                f"limit {value} is finer than 1e-8, the ledger's precision; round it to 8 decimal places"
             )
         return value
 
@@ -288,11 +295,11 @@ class BudgetSettings(_Model):
     @classmethod
     def _priced_meters(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
         for meter in value:
-            if meter in ("fees", "money") or not METER_NAME.match(meter):
-                raise ValueError(
-                    f"prices.{meter}: not a priced meter; price compute_s, api_calls, llm_tokens, "
-                    "sandbox_s or your own meter names (fees are money already)"
-                )
+            if meter == "fees":
+                raise ValueError("prices.fees: fees are money already; price the other meters")
+            problem = meter_problem(meter)
+            if problem is not None:
+                raise ValueError(f"prices.{meter}: {problem}")
         return value
 
 

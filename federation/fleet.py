@@ -25,8 +25,8 @@ import ray.cloudpickle
 
 from agents.base import Agent, ParameterError
 from federation.config import AgentEntry, AgentRiskConfig, FleetConfig
-from federation.errors import AgentLoadError
-from policies.allocation import split_capital
+from federation.errors import AgentLoadError, ConfigError
+from policies.allocation import build_allocator
 from policies.budget import BudgetLimit
 
 
@@ -43,8 +43,7 @@ class AgentSpec:
     capital: Decimal
     budgets: tuple[BudgetLimit, ...] = ()
     weight: float = 1.0
-    """Base weight of the agent's capital share (``[[agents]] weight``; 1 for every agent under the
-    ``equal`` allocation policy)."""
+    """``[[agents]] weight``: the agent's base weight for the allocation policy."""
     risk: AgentRiskConfig | None = None
     """The agent's own risk limits and breakers (``[[agents]] risk``)."""
 
@@ -161,11 +160,13 @@ def build_fleet(
         if name in seen:
             raise AgentLoadError(f"{source}: agent name {name!r} is used twice; give entries distinct names")
         seen.add(name)
-    # The starting split is the allocation policy's with no history: equal shares for "equal", else by
-    # [[agents]] weight (the allocator re-splits later from the same weights, policies/allocation.py).
-    equal = config.allocation.policy == "equal"
-    weights = [1.0 if equal else entry.weight for _, _, entry, _, _ in staged]
-    shares = split_capital(config.federation.capital, weights)
+    # The starting split is the allocation policy's with no history (by [[agents]] weight, equal shares
+    # for "equal", within min/max_weight); the supervisor's allocator re-splits from the same inputs.
+    weights = [entry.weight for _, _, entry, _, _ in staged]
+    try:
+        shares = build_allocator(config.allocation, weights, config.federation.capital).capital()
+    except ValueError as exc:
+        raise ConfigError(f"{source}: allocation: {str(exc).strip()}") from None
     return [
         AgentSpec(
             name,

@@ -53,6 +53,7 @@ def newest(result: AgentBlockResult) -> AgentBlockResult:
         "cpu_s",
         "wall_s",
         "held",
+        "dropped_bars",
         "spent",
     ):
         setattr(out, name, getattr(result, name))

@@ -60,19 +60,23 @@ class AgentSummary(BaseModel):
 
 
 class CostSummary(BaseModel):
-    """One row of the cost report (``federation costs`` prints the same rows from the ledger)."""
+    """One row of the cost report (``federation costs`` prints the same rows from the ledger): one budget
+    of an agent in one period, or a meter the agent used without a budget."""
 
     agent: str
     kind: str = Field(description="Meter (compute_s, api_calls, llm_tokens, fees, ...) or 'money'.")
-    usage: float = Field(description="Used over the run, in the meter's unit.")
+    usage: float = Field(
+        description="In the meter's unit (money for money and fees): what counted against the budget in "
+        "this period (run, day); for rolling budgets and meters without one, the whole run's."
+    )
     cost: float = Field(description="Money for that usage ([budgets] prices).")
-    budget: float | None = Field(description="The cap (tightest budget on this meter), None if none.")
-    period: str | None
-    remaining: float | None = Field(description="What is left of the budget in the current period.")
-    peak_period_usage: float | None = Field(description="Highest usage of any one period.")
+    budget: float | None = Field(description="The budget's cap (None: a meter without a budget).")
+    period: str | None = Field(description="'run', 'day YYYY-MM-DD' or 'rolling N s'; None without a budget.")
+    remaining: float | None = Field(description="What was left of the budget at the end of the period.")
+    peak_period_usage: float | None = Field(description="The most one period (or rolling window) held.")
     reservations: int
     refusals: int
-    actions: dict[str, int]
+    actions: dict[str, int] = Field(description="What the budget did: throttle, suspend, stop, resume.")
     state: str
 
 

@@ -54,7 +54,7 @@ from federation.runners.base import trim_backlog
 from federation.runners.placement import build_runners
 from federation.summary import AgentSummary, LiveSummary, PortfolioSummary, RunSummary, cost_summary
 from policies.aggregation import AGGREGATION_POLICIES
-from policies.allocation import CapitalAllocator, Rebalance, build_allocator, check_weight_bounds
+from policies.allocation import CapitalAllocator, Rebalance, build_allocator
 
 log = logging.getLogger("federation")
 
@@ -93,6 +93,7 @@ class _RunState:
     """Each agent's capital for sizing after the allocation policy's last rebalance (none: absent)."""
     rebalances: int = 0
     budget_states: dict[str, str] = field(default_factory=dict)
+    spent: dict[str, Decimal] = field(default_factory=dict)
     held_steps: dict[str, int] = field(default_factory=dict)
 
 
@@ -163,10 +164,6 @@ class Supervisor:
                     f"(feed symbols: {', '.join(market.symbols)})"
                 )
         fleet = build_fleet(cfg, market.symbols, self.source)
-        try:
-            check_weight_bounds(len(fleet), cfg.allocation.min_weight, cfg.allocation.max_weight)
-        except ValueError as exc:
-            raise ConfigError(f"{self.source}: allocation: {str(exc).strip()}") from None
         return market, fleet
 
     def run(self) -> RunSummary:
@@ -438,6 +435,7 @@ class Supervisor:
         events, state.costs = gate.finish()
         state.budget_states = gate.final_states
         state.held_steps = gate.held_steps
+        state.spent = gate.spent
         batch = LedgerBatch(events=[budget_event_record(e) for e in events])
         ledger.write(self.run_id, batch)
         ledger.write_costs(self.run_id, state.costs)
@@ -494,6 +492,7 @@ class Supervisor:
                     inflight[call] = (runner, time.perf_counter())
                     asked.append(call)
                 results = self._live_answers(asked, inflight, lost, stats, t0)
+                stats.dropped_bars += sum(r.dropped_bars for r in results)
                 self._record_results(results, state, ledger)
                 targets = aggregator.targets(bar, [newest(r) for r in results])
                 outcome = ray.get(execution.process_block.remote(bar_ref, targets))
@@ -674,10 +673,7 @@ class Supervisor:
         cfg = self.config
         trades = {a["name"]: a for a in report["agents"]} if report else {}
         actions: dict[str, dict[str, int]] = {}
-        spent: dict[str, Decimal] = {}
         for row in state.costs:
-            if row.kind != "money":
-                spent[row.agent] = spent.get(row.agent, Decimal(0)) + row.cost
             for code, count in row.actions.items():
                 mine = actions.setdefault(row.agent, {})
                 mine[code] = mine.get(code, 0) + count
@@ -713,7 +709,7 @@ class Supervisor:
                     budget_state=state.budget_states.get(spec.name, "active"),
                     budget_actions=actions.get(spec.name, {}),
                     held_steps=state.held_steps.get(spec.name, 0),
-                    cost=_f(spent.get(spec.name)),
+                    cost=_f(state.spent.get(spec.name)),
                     allocated_capital=_f(state.capital.get(spec.name, spec.capital)),
                     trading_state=t.get("trading_state", "active"),
                     breaker_trips=t.get("breaker_trips", 0),

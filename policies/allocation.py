@@ -365,7 +365,9 @@ class CapitalAllocator:
 
     A bar's return is ``equity[t] / equity[t-1] - 1``. It is NaN (no data, ignored by the policies) when
     either equity is NaN or the previous one is <= 0 (a return on nothing is undefined); a fall to 0 is -1.
-    The returns of the last ``window`` bars are kept; the first bar ever has none.
+    The returns of the last ``window`` bars are kept; the first bar ever has none. A rebalance is taken to
+    move cash between the agents' accounts before the next observed bar (the supervisor asks the execution
+    engine to), so the first return after it is measured from the equity plus that transfer.
 
     Capitals start at the policy's weights with no history (the configured shares for every built-in
     policy but ``equal``). Weights equal to the configured shares are split from the configured weights
@@ -435,6 +437,7 @@ class CapitalAllocator:
         self._last_equity = equity[-1].copy()
         history = np.vstack([self._returns, block])
         kept = self._returns.shape[0]
+        before = self._capital
         done: list[Rebalance] = []
         for row in np.flatnonzero(self.schedule.due_mask(ts)):
             window = history[: kept + row + 1 - start][-self.window :]
@@ -443,6 +446,11 @@ class CapitalAllocator:
             self._capital = self._split(self._weights)
             done.append(Rebalance(bar_ts, self.weights, self._capital, self.policy.name))
         self._returns = history[-self.window :].copy()
+        if done:
+            # The capital moves between the agents' accounts before the next bar (the execution engine's
+            # rebalance): the next return is measured from the equity after that transfer, not before.
+            transfer = np.array([float(new - old) for new, old in zip(self._capital, before, strict=True)])
+            self._last_equity = self._last_equity + transfer
         return done
 
     def _split(self, weights: FloatArray) -> tuple[Decimal, ...]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import IntEnum
 from typing import Any, Literal
 
@@ -36,11 +36,6 @@ from agents.budget import Refusal
 E8 = 100_000_000
 NS_PER_DAY = 86_400 * 10**9
 MONEY = "money"
-BUILTIN_METERS = ("compute_s", "api_calls", "llm_tokens", "sandbox_s", "fees")
-"""Meters the federation knows: CPU seconds of the agent's callbacks (measured by its runner), paid API
-calls, LLM tokens, sandbox seconds and trading fees (money, charged from the agent's fills). Agents may
-spend on meters of any other name too."""
-
 Period = Literal["run", "day", "rolling"]
 Action = Literal["throttle", "suspend", "stop"]
 
@@ -210,14 +205,15 @@ class BudgetBook:
     def __init__(
         self,
         budgets: dict[str, list[BudgetLimit]],
-        prices_e8: dict[str, int],
+        prices: dict[str, Decimal],
         *,
         reservation_ttl_ns: int = 300 * 10**9,
     ) -> None:
         """``budgets``: agent -> its budgets (every agent of the run, with an empty list if none);
-        ``prices_e8``: meter -> money per unit, in 1e-8 units of money per unit. A ``money`` budget
-        counts the priced meters; trading fees are money already and have their own budget kind."""
-        self.prices_e8 = dict(prices_e8)
+        ``prices``: meter -> money per unit (exact; a price of 0.000000125 per token stays that). A
+        ``money`` budget counts the priced meters; trading fees are money already and have their own
+        budget kind."""
+        self.prices = {k: Decimal(v) for k, v in prices.items() if v}
         self.ttl_ns = reservation_ttl_ns
         self._tallies = {agent: [_Tally(b) for b in limits] for agent, limits in budgets.items()}
         self._state = dict.fromkeys(budgets, BudgetState.ACTIVE)
@@ -225,21 +221,25 @@ class BudgetBook:
         self._open: dict[int, _Reservation] = {}
         self._next_id = 0
         self._events: list[BudgetEvent] = []
+        self._stop_flatten: set[str] = set()
+        """Stopped agents whose stopping budget flattens (stop outlives the budget's period)."""
 
     # ------------------------------------------------------------------------------------- conversions
     def cost_e8(self, kind: str, amount_e8: int) -> int:
-        """Money for ``amount_e8`` units of ``kind`` (rounded up to 1e-8; unpriced meters cost 0)."""
+        """Money for ``amount_e8`` units of ``kind``, in 1e-8 units, rounded up (unpriced meters cost 0).
+
+        ``amount_e8 x price`` is already money in 1e-8 units: the only rounding is this one ceiling."""
         if kind == "fees":
             return amount_e8
-        price = self.prices_e8.get(kind, 0)
-        return -(-amount_e8 * price // E8)
+        price = self.prices.get(kind)
+        return 0 if price is None else int((amount_e8 * price).to_integral_value(ROUND_CEILING))
 
     def _shares(self, agent: str, kind: str, amount_e8: int) -> list[tuple[_Tally, int]]:
         shares = []
         for tally in self._tallies[agent]:
             if tally.limit.kind == kind:
                 shares.append((tally, amount_e8))
-            elif tally.limit.kind == MONEY and self.prices_e8.get(kind, 0) and kind != "fees":
+            elif tally.limit.kind == MONEY and kind in self.prices:
                 shares.append((tally, self.cost_e8(kind, amount_e8)))
         return shares
 
@@ -249,8 +249,16 @@ class BudgetBook:
             raise KeyError(f"unknown agent {agent!r} (agents of this run include {known})")
 
     # ------------------------------------------------------------------------------------- spending
-    def reserve(self, agent: str, kind: str, amount_e8: int, now: int, wall_ns: int) -> int | Refusal:
-        """Hold ``amount_e8`` of ``kind`` for ``agent``; a reservation id, or why it was refused."""
+    def reserve(
+        self, agent: str, kind: str, amount_e8: int, now: int, wall_ns: int, *, act: bool = False
+    ) -> int | Refusal:
+        """Hold ``amount_e8`` of ``kind`` for ``agent``; a reservation id, or why it was refused.
+
+        A refusal applies the budget's action when the budget is spent for such a request: what was
+        already used (not merely reserved) leaves no room for it and is past the soft limit. Earlier
+        (an oversized request, or room taken by reservations still open) it is only refused. ``act``
+        applies the action on any refusal (the compute a step needs: without it the agent cannot run).
+        """
         self._check_agent(agent)
         if amount_e8 < 0:
             raise ValueError(f"agent {agent!r}: reservation of {kind!r} must be >= 0, got {amount_e8 / E8}")
@@ -261,7 +269,7 @@ class BudgetBook:
         for tally, amount in shares:
             if amount > tally.remaining():
                 usage.refusals += 1
-                return self._refuse(agent, kind, amount_e8, tally, amount, now)
+                return self._refuse(agent, kind, amount_e8, tally, amount, now, act)
         for tally, amount in shares:
             tally.reserved_e8 += amount
             tally.reservations += 1
@@ -346,6 +354,21 @@ class BudgetBook:
     def state(self, agent: str) -> BudgetState:
         return self._state[agent]
 
+    def mode(self, agent: str) -> tuple[int, bool]:
+        """(throttle factor, flatten) of the budgets that put ``agent`` in its state: the largest factor
+        among the throttling budgets that were hit (1 if none); flatten if a suspending or stopping budget
+        that was hit says ``on_suspend = "flatten"`` (for a stopped agent: if the one that stopped it did)."""
+        hit = [t.limit for t in self._tallies[agent] if t.hit]
+        factor = max((b.throttle_factor for b in hit if b.action == "throttle"), default=1)
+        flatten = agent in self._stop_flatten or any(
+            b.on_suspend == "flatten" for b in hit if b.action != "throttle"
+        )
+        return factor, flatten
+
+    def spent_e8(self, agent: str) -> int:
+        """Money ``agent`` spent over the run: every priced meter and fees, each counted once."""
+        return sum(u.cost_e8 for u in self._usage[agent].values())
+
     def states(self) -> dict[str, BudgetState]:
         return dict(self._state)
 
@@ -356,22 +379,21 @@ class BudgetBook:
         """Meters that count toward some budget of ``agent`` (``money`` budgets: every priced meter)."""
         kinds = {t.limit.kind for t in self._tallies[agent]}
         if MONEY in kinds:
-            kinds |= {k for k, p in self.prices_e8.items() if p}
+            kinds |= set(self.prices)
         return kinds - {MONEY}
 
     def remaining(self, agent: str, kind: str) -> int | None:
         """What ``agent`` may still reserve of ``kind`` now (the tightest budget), None if unlimited."""
         left = [tally.remaining() if tally.limit.kind == kind else None for tally in self._tallies[agent]]
-        left += [
-            (tally.remaining() * E8 // self.prices_e8[kind])
-            for tally in self._tallies[agent]
-            if tally.limit.kind == MONEY and self.prices_e8.get(kind, 0)
-        ]
+        if kind in self.prices:
+            price = self.prices[kind]
+            left += [
+                int((max(tally.remaining(), 0) / price).to_integral_value(ROUND_FLOOR))
+                for tally in self._tallies[agent]
+                if tally.limit.kind == MONEY
+            ]
         found = [x for x in left if x is not None]
         return min(found) if found else None
-
-    def reserved_e8(self) -> int:
-        return sum(res.amount_e8 for res in self._open.values())
 
     def drain_events(self) -> list[BudgetEvent]:
         events, self._events = self._events, []
@@ -395,16 +417,11 @@ class BudgetBook:
                     _row(
                         agent,
                         kind,
-                        u.usage_e8,
-                        u.cost_e8,
-                        None,
-                        None,
-                        None,
-                        None,
-                        u.reservations,
-                        u.refusals,
-                        {},
                         state,
+                        usage=u.usage_e8,
+                        cost=u.cost_e8,
+                        reservations=u.reservations,
+                        refusals=u.refusals,
                     )
                 )
             for tally in tallies:
@@ -416,49 +433,52 @@ class BudgetBook:
                             (tally.day, tally.used_e8, tally.reservations, tally.refusals, tally.actions)
                         )
                     for day, used, reservations, refusals, actions in days:
-                        label = "day " + _date(day)
                         left = limit.limit_e8 - used - (tally.reserved_e8 if day == tally.day else 0)
                         rows.append(
                             _row(
                                 agent,
                                 limit.kind,
-                                used,
-                                self._cost_of(limit, used),
-                                limit.limit_e8,
-                                label,
-                                max(left, 0),
-                                used,
-                                reservations,
-                                refusals,
-                                dict(actions),
                                 state,
+                                usage=used,
+                                cost=self._cost_of(limit, used),
+                                budget=limit.limit_e8,
+                                period="day " + _date(day),
+                                remaining=max(left, 0),
+                                peak=used,
+                                reservations=reservations,
+                                refusals=refusals,
+                                actions=actions,
                             )
                         )
                     continue
-                if limit.period == "rolling":
-                    used = meters[limit.kind].usage_e8 if limit.kind in meters else tally.peak_e8
-                    if limit.kind == MONEY:
-                        used = sum(u.cost_e8 for k, u in meters.items() if k != "fees")
-                    label = f"rolling {limit.window_ns / 1e9:g} s"
+                if limit.period == "rolling":  # windows overlap: report the run's total and the peak
+                    used, label = self._run_usage(agent, limit.kind), f"rolling {limit.window_ns / 1e9:g} s"
                 else:
                     used, label = tally.used_e8, "run"
                 rows.append(
                     _row(
                         agent,
                         limit.kind,
-                        used,
-                        self._cost_of(limit, used),
-                        limit.limit_e8,
-                        label,
-                        max(tally.remaining(), 0),
-                        tally.peak_e8,
-                        tally.reservations,
-                        tally.refusals,
-                        dict(tally.actions),
                         state,
+                        usage=used,
+                        cost=self._cost_of(limit, used),
+                        budget=limit.limit_e8,
+                        period=label,
+                        remaining=max(tally.remaining(), 0),
+                        peak=tally.peak_e8,
+                        reservations=tally.reservations,
+                        refusals=tally.refusals,
+                        actions=tally.actions,
                     )
                 )
         return rows
+
+    def _run_usage(self, agent: str, kind: str) -> int:
+        """The run's usage of a meter, or for ``money`` the run's cost of the priced meters."""
+        meters = self._usage[agent]
+        if kind == MONEY:
+            return sum(u.cost_e8 for k, u in meters.items() if k in self.prices)
+        return meters[kind].usage_e8 if kind in meters else 0
 
     # -------------------------------------------------------------------------------------- internals
     def _cost_of(self, limit: BudgetLimit, used_e8: int) -> int:
@@ -507,7 +527,9 @@ class BudgetBook:
         if not tally.hit and tally.used_e8 >= limit.limit_e8:
             self._hit(agent, tally, ts, f"used {tally.used_e8 / E8:g}, the whole budget")
 
-    def _refuse(self, agent: str, kind: str, amount_e8: int, tally: _Tally, amount: int, now: int) -> Refusal:
+    def _refuse(
+        self, agent: str, kind: str, amount_e8: int, tally: _Tally, amount: int, now: int, act: bool
+    ) -> Refusal:
         limit = tally.limit
         tally.refusals += 1
         left = max(tally.remaining(), 0)
@@ -531,7 +553,8 @@ class BudgetBook:
                     {"meter": kind, "used": _exact(tally.used_e8), "reserved": _exact(tally.reserved_e8)},
                 )
             )
-        if not tally.hit:
+        spent = tally.used_e8 + amount > limit.limit_e8 and tally.used_e8 >= limit.soft * limit.limit_e8
+        if not tally.hit and (act or spent):
             self._hit(agent, tally, now, f"a reservation of {amount_e8 / E8:g} {kind} did not fit")
         return Refusal(message, limit.kind, limit.limit_e8, left)
 
@@ -550,6 +573,8 @@ class BudgetBook:
         if new == old:
             return
         self._state[agent] = new
+        if new is BudgetState.STOPPED and cause.limit.on_suspend == "flatten":
+            self._stop_flatten.add(agent)
         limit = cause.limit
         code = _ACTION_OF.get(new, "resume")
         if new < old:
@@ -580,16 +605,17 @@ class BudgetBook:
 def _row(
     agent: str,
     kind: str,
+    state: str,
+    *,
     usage: int,
     cost: int,
-    budget: int | None,
-    period: str | None,
-    remaining: int | None,
-    peak: int | None,
+    budget: int | None = None,
+    period: str | None = None,
+    remaining: int | None = None,
+    peak: int | None = None,
     reservations: int,
     refusals: int,
-    actions: dict[str, int],
-    state: str,
+    actions: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     return {
         "agent": agent,
@@ -602,7 +628,7 @@ def _row(
         "peak_period_usage_e8": peak,
         "reservations": reservations,
         "refusals": refusals,
-        "actions": actions,
+        "actions": dict(actions or {}),
         "state": state,
     }
 

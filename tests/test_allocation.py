@@ -326,7 +326,7 @@ def equity_from_returns(start: float, returns: list[list[float]]) -> np.ndarray:
 
 def test_allocator_end_to_end() -> None:
     # Agent 0 moves +-1 % per bar, agent 1 +-2 %: inverse volatility gives [2/3, 1/3] once measured.
-    equity = equity_from_returns(100.0, [[0.01, 0.02], [-0.01, -0.02]] * 6)  # 13 bars
+    returns = np.array([[0.0, 0.0]] + [[0.01, 0.02], [-0.01, -0.02]] * 6)  # 13 bars
     ts = np.arange(13, dtype=np.int64) * 10
     total = D(1_000_000)
     alloc = CapitalAllocator(
@@ -338,8 +338,15 @@ def test_allocator_end_to_end() -> None:
     )
     assert alloc.capital() == (D(250_000), D(750_000))  # no history: the configured weights 1:3
     seen: list[Rebalance] = []
+    last = np.array([float(c) for c in alloc.capital()])
     for lo, hi in ((0, 3), (3, 6), (6, 9), (9, 13)):
-        seen += alloc.observe(ts[lo:hi], equity[lo:hi])
+        # Each agent's equity, moved by the cash the previous rebalance transferred between accounts.
+        block = last * np.cumprod(1 + returns[lo:hi], axis=0)
+        before = alloc.capital()
+        found = alloc.observe(ts[lo:hi], block)
+        seen += found
+        transfer = [float(a - b) for a, b in zip(alloc.capital(), before, strict=True)] if found else [0, 0]
+        last = block[-1] + np.array(transfer)
         assert alloc.returns.shape[0] <= 4, "the buffer is bounded to the window"
     assert [r.ts for r in seen] == [40, 80, 120]  # bars 4, 8 and 12 only
     for r in seen:

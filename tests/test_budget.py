@@ -30,7 +30,7 @@ def units(x: float) -> int:
 
 
 def book(*limits: BudgetLimit, prices: dict[str, float] | None = None, ttl_s: float = 300) -> BudgetBook:
-    priced = {k: units(v) for k, v in (prices or {}).items()}
+    priced = {k: Decimal(repr(v)) for k, v in (prices or {}).items()}
     return BudgetBook({"a": list(limits), "b": []}, priced, reservation_ttl_ns=int(ttl_s * 1e9))
 
 
@@ -137,6 +137,71 @@ def test_a_refusal_applies_the_action_before_the_cap_is_used_up() -> None:
     assert codes(b) == []  # one refusal event per period; all are counted
     row = next(r for r in b.report() if r["kind"] == "llm_tokens")
     assert row["refusals"] == 2 and row["actions"] == {"throttle": 1}
+
+
+def test_an_oversized_request_or_room_held_by_open_reservations_is_refused_without_action() -> None:
+    b = book(limit("llm_tokens", 1000, action="suspend"))
+    assert isinstance(b.reserve("a", "llm_tokens", units(2000), 0, 0), Refusal)  # nothing used yet
+    assert b.state("a") is BudgetState.ACTIVE
+    rid = b.reserve("a", "llm_tokens", units(900), 0, 0)
+    assert isinstance(rid, int)
+    assert isinstance(b.reserve("a", "llm_tokens", units(200), 0, 0), Refusal)  # 900 only reserved
+    assert b.state("a") is BudgetState.ACTIVE
+    b.cancel(rid)
+    assert isinstance(b.reserve("a", "llm_tokens", units(200), 0, 0), int)  # free again, no lasting effect
+    assert [e.code for e in b.drain_events()] == ["refused"]  # one refusal event per period
+
+
+def test_prices_are_exact_below_one_hundred_millionth() -> None:
+    b = book(limit("money", 1), prices={"llm_tokens": 0.000000125})  # 0.125 per million tokens
+    assert b.remaining("a", "llm_tokens") == units(8_000_000)
+    assert isinstance(b.reserve("a", "llm_tokens", units(8_000_001), 0, 0), Refusal)
+    rid = b.reserve("a", "llm_tokens", units(8_000_000), 0, 0)
+    assert isinstance(rid, int)
+    b.settle(rid, units(8_000_000))
+    assert b.spent_e8("a") == units(1)
+
+
+def test_throttle_factor_and_flatten_come_from_the_budgets_that_were_hit() -> None:
+    b = book(
+        limit("api_calls", 1, action="suspend", on_suspend="hold"),
+        limit("fees", 1, action="stop", on_suspend="flatten"),
+        limit("llm_tokens", 1, action="throttle", throttle_factor=50),
+    )
+    b.charge("a", "api_calls", units(1), 0)
+    assert b.state("a") is BudgetState.SUSPENDED and b.mode("a") == (1, False)
+    b.charge("a", "fees", units(1), 0)
+    assert b.state("a") is BudgetState.STOPPED and b.mode("a") == (1, True)
+
+
+def test_money_spent_counts_each_meter_once_whatever_the_budgets() -> None:
+    b = book(limit("api_calls", 10, period="day"), limit("api_calls", 100), prices={"api_calls": 0.05})
+    rid = b.reserve("a", "api_calls", units(1), 0, 0)
+    assert isinstance(rid, int)
+    b.settle(rid, units(1))
+    b.charge("a", "fees", units(0.3), 0)
+    assert b.spent_e8("a") == units(0.35)
+    assert [r["period"] for r in b.report() if r["kind"] == "api_calls"] == ["day 1970-01-01", "run"]
+
+
+def test_compute_is_reserved_per_step_and_cut_to_what_is_left() -> None:
+    service = BudgetService({"a": [limit("compute_s", 1.0)]}, BudgetSettings())
+    service.step({}, 0)  # first step: twice the minimum estimate (10 ms) is reserved
+    assert service.book.remaining("a", "compute_s") == units(0.98)
+    report = service.step({"a": {"compute_s": units(0.3)}}, 1)  # 0.3 s used: reserve 0.6 for the next
+    assert report.statuses == {} and service.book.remaining("a", "compute_s") == units(0.1)
+    service.step({"a": {"compute_s": units(0.3)}}, 2)  # 0.6 used, 0.4 left: one more 0.3 s step fits
+    assert service.book.remaining("a", "compute_s") == 0 and service._compute_rid
+    report = service.step({"a": {"compute_s": units(0.35)}}, 3)  # 0.95 used: 0.35 more does not fit
+    assert report.statuses["a"].state is BudgetState.SUSPENDED and not report.statuses["a"].compute_granted
+    assert [e.code for e in report.events] == ["soft_limit", "refused", "suspend"]
+
+
+def test_finish_returns_the_events_of_the_last_charges() -> None:
+    service = BudgetService({"a": [limit("fees", 1, action="stop")]}, BudgetSettings())
+    final = service.finish({"a": {"fees": units(2)}})
+    assert [e.code for e in final.events] == ["soft_limit", "stop"]
+    assert final.spent_e8 == {"a": units(2)}
 
 
 def test_day_budget_resets_at_the_next_utc_day_and_resumes_the_agent() -> None:
@@ -331,8 +396,9 @@ def test_cancel_releases_and_a_refusal_raises_before_anything_is_spent() -> None
 @pytest.mark.parametrize(
     ("kind", "estimate", "error"),
     [
-        ("API calls", 1, "meter name 'API calls' is not valid"),
+        ("API calls", 1, "'API calls' is not a meter name"),
         ("money", 1, "'money' names budgets"),
+        ("llm_token", 1, "did you mean 'llm_tokens'"),
         ("api_calls", -1, "must be >= 0"),
         ("api_calls", float("nan"), "must be finite"),
         ("api_calls", "1", "must be a number"),
@@ -363,6 +429,9 @@ def test_budget_entry_converts_to_exact_units() -> None:
     ("fields", "error"),
     [
         ({"kind": "API", "limit": 1}, "is not a meter name"),
+        ({"kind": "api_call", "limit": 1}, "did you mean 'api_calls'"),
+        ({"kind": "compute", "limit": 1}, "did you mean 'compute_s'"),
+        ({"kind": "money", "limit": "0.000000001"}, "finer than 1e-8"),
         ({"kind": "api_calls", "limit": 0}, "greater than 0"),
         ({"kind": "api_calls", "limit": 1, "period": "rolling"}, "needs a window"),
         ({"kind": "api_calls", "limit": 1, "window": "1h"}, "only for period 'rolling'"),
@@ -378,6 +447,8 @@ def test_budget_entry_errors_say_what_to_fix(fields: dict[str, object], error: s
 def test_prices_refuse_fees_and_money() -> None:
     with pytest.raises(ValidationError, match="fees are money already"):
         BudgetSettings.model_validate({"prices": {"fees": 1}})
+    with pytest.raises(ValidationError, match="did you mean 'llm_tokens'"):
+        BudgetSettings.model_validate({"prices": {"llm_token": 1}})
 
 
 @pytest.mark.parametrize(("text", "ns"), [("90s", 90 * 10**9), ("5m", 300 * 10**9), ("1.5h", 5400 * 10**9)])

@@ -69,7 +69,7 @@ def test_authority_grants_exactly_the_cap_to_100_concurrent_callers_in_4_process
         parts = ray.get([_reserve_from_threads.remote(authority, list(caps), 25, 4) for _ in range(4)])
         granted = {name: sum(p[name] for p in parts) for name in caps}
         assert granted == caps  # 400 attempts per agent from 100 threads: never one more than the cap
-        _, rows = ray.get(authority.finish.remote({}))
+        rows = ray.get(authority.finish.remote({})).rows
         by_agent = {r["agent"]: r for r in rows}
         for name, cap in caps.items():
             assert by_agent[name]["usage_e8"] == cap * E8

@@ -296,3 +296,20 @@ def test_backtest_host_drops_the_late_answer_of_a_suspended_agent() -> None:
     later = host.process(_bar(1), {})
     assert [r.name for r in later] == ["ok"], "no late rows from an earlier block, nothing from 'slow'"
     assert host.suspended == {"slow"}
+
+
+def test_live_host_keeps_a_busy_agents_missed_bars_and_fills_when_its_budget_holds_it() -> None:
+    limits = RunnerLimits(call_timeout_s=10, live=True, decision_timeout_s=0.05, max_backlog_rows=100)
+    agents = [(_Recorder, {"name": "slow", "symbols": ("X",), "params": {"delay": 0.5}, "capital": 1.0})]
+    host = _HostService(agents, limits)
+    assert host.start() == []
+    host.process(_bar(0), {})  # overruns the decision deadline: busy
+    fill = ("X", 1, 5.0, 100.0, 0.0, "o1", False)
+    host.process(_bar(1), {"slow": [fill]})  # missed while busy, with a fill
+    time.sleep(0.7)  # the late answer arrives: the missed bar and fill are ready
+    held = host.process(_bar(2), {}, hold={"slow": True})  # its budget throttles it now
+    assert [r.held for r in held if r.name == "slow"][-1]
+    host.process(_bar(3), {})
+    agent = host.hosts["slow"].agent
+    assert agent.position("X") == 5.0  # the fill it missed while busy was not lost
+    assert sum(agent.seen) == 4  # type: ignore[attr-defined]  # and neither were the bars

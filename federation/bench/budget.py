@@ -137,8 +137,7 @@ def _phase(callers: list[Any], authority: Any, **work: Any) -> tuple[list[dict[s
 
 def _report_rows(authority: Any) -> list[dict[str, Any]]:
     """The authority's cost report after its run is finished (every agent, every budget)."""
-    _, report = ray.get(authority.finish.remote({}))
-    rows: list[dict[str, Any]] = report
+    rows: list[dict[str, Any]] = ray.get(authority.finish.remote({})).rows
     return rows
 
 

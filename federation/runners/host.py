@@ -40,6 +40,8 @@ class AgentBlockResult:
     """The agent's call ran past its deadline and the agent gets no more bars this run."""
     held: bool = False
     """The agent was not called in this step (its budget state); see :meth:`AgentHost.hold`."""
+    dropped_bars: int = 0
+    """Held bars dropped in this step (live mode keeps at most ``max_backlog_bars``)."""
     spent: dict[str, int] = field(default_factory=dict)
     """Meter -> amount (1e-8 units) the agent settled in this call, when the run has no budget authority
     (with one, the authority has it already)."""
@@ -58,7 +60,7 @@ class AgentHost:
         capital: float,
         clock: Callable[[], float] = time.thread_time,
         budget: BudgetBackend | None = None,
-        max_held_rows: int = 1024,
+        max_held_rows: int | None = None,
     ) -> None:
         self.agent = agent_class(name=name, symbols=symbols, params=params, capital=capital)
         if budget is not None:
@@ -67,6 +69,7 @@ class AgentHost:
         self.clock = clock
         self.cpu_s = 0.0
         self.wall_s = 0.0
+        self._reported_cpu = self._reported_wall = 0.0
         self.max_held_rows = max_held_rows
         self._held: list[BarBatch] = []
         self._held_fills: list[Fill | FillRow] = []
@@ -90,6 +93,7 @@ class AgentHost:
         fills, self._held_fills, self._held = [*self._held_fills, *fills], [], []
         errors = self._deliver(fills)
         error = self._call("on_stop", 0, self.agent.on_stop)[1]
+        self.agent._budget.flush()  # settled before the run's budgets are closed
         return [*errors, error] if error else errors
 
     def _deliver(self, fills: Sequence[Fill | FillRow]) -> list[HookError]:
@@ -117,14 +121,17 @@ class AgentHost:
 
     def hold(self, batch: BarBatch, fills: Sequence[Fill | FillRow], keep_bars: bool) -> AgentBlockResult:
         """Do not call the agent in this step (its budget state): keep its fills for the next call, and
-        its bars too if ``keep_bars`` (throttled: they are delivered with the next call; suspended: not,
-        at most ``max_held_rows`` are kept)."""
+        its bars too if ``keep_bars`` (throttled: they are delivered with the next call; suspended: not).
+        With ``max_held_rows`` (live mode) only that many of the newest bars are kept; the result counts
+        the bars dropped."""
         self._held_fills.extend(fills)
+        dropped = 0
         if keep_bars:
             self._held.append(batch)
-            trim_backlog(self._held, self.max_held_rows)
+            if self.max_held_rows is not None:
+                dropped = trim_backlog(self._held, self.max_held_rows)
         empty = np.zeros((0, len(self.agent.symbols)))
-        return AgentBlockResult(self.name, empty, empty, held=True)
+        return AgentBlockResult(self.name, empty, empty, held=True, dropped_bars=dropped)
 
     def process(self, batch: BarBatch, fills: Sequence[Fill | FillRow]) -> AgentBlockResult:
         """Deliver ``fills`` (``on_fill``), then the agent's columns of ``batch`` (``on_batch``).
@@ -139,7 +146,6 @@ class AgentHost:
             batch = BarBatch.concat([*self._held, batch])
             fills = [*self._held_fills, *fills]
             self._held, self._held_fills = [], []
-        cpu_before, wall_before = self.cpu_s, self.wall_s
         errors = self._deliver(fills)
         view = batch.select(agent.symbols)
         shape = (len(view), len(agent.symbols))
@@ -160,11 +166,14 @@ class AgentHost:
             _fold_held_rows(result, held_rows)
         if isinstance(agent._budget, UnlimitedBudget):
             result.spent = agent._budget.collect()
+        else:
+            agent._budget.flush()  # this step's settles reach the authority before the next step
         result.bars = int(view.valid.sum())
         result.errors = len(errors)
         result.error_details = errors[:MAX_MESSAGES]
-        result.cpu_s = self.cpu_s - cpu_before
-        result.wall_s = self.wall_s - wall_before
+        # Since the last report: on_start's time counts with the first block.
+        result.cpu_s, self._reported_cpu = self.cpu_s - self._reported_cpu, self.cpu_s
+        result.wall_s, self._reported_wall = self.wall_s - self._reported_wall, self.wall_s
         return result
 
     @staticmethod

@@ -80,5 +80,5 @@ def _kwargs(spec: AgentSpec, limits: RunnerLimits, budget: BudgetBackend | None)
         "params": spec.params,
         "capital": float(spec.capital),
         "budget": budget,
-        "max_held_rows": limits.max_backlog_rows,
+        "max_held_rows": limits.max_backlog_rows if limits.live else None,  # backtests keep every bar
     }

@@ -96,12 +96,12 @@ class _HostService:
         calls = []
         for name in self._active():
             batch, agent_fills = block, fills.get(name, [])
-            if hold and name in hold:
-                out.append(self.hosts[name].hold(batch, agent_fills, keep_bars=hold[name]))
-                continue
             if name in ready:  # coalesce what it missed while busy into one fresher batch
                 batch = BarBatch.concat([*ready[name].backlog, block])
                 agent_fills = ready[name].fills + agent_fills
+            if hold and name in hold:  # its budget says not now: the host keeps what it would get
+                out.append(self.hosts[name].hold(batch, agent_fills, keep_bars=hold[name]))
+                continue
             calls.append((name, partial(self.hosts[name].process, batch, agent_fills)))
         deadline = limits.decision_timeout_s if limits.live else limits.call_timeout_s
         done, overran = self.lanes.run(calls, deadline)
@@ -158,7 +158,7 @@ class SharedRunner:
         options: dict[str, Any] | None = None,
     ) -> None:
         self.names: tuple[str, ...] = tuple(kw["name"] for _, kw in agents)
-        self.hosts_set = frozenset(self.names)
+        self._names = frozenset(self.names)
         self._actor = _HostActor.options(**_ACTOR_OPTIONS, **(options or {})).remote(agents, limits)
 
     def start(self) -> Any:
@@ -168,7 +168,7 @@ class SharedRunner:
         self, block: Any, fills: dict[str, list[FillRow]], hold: dict[str, bool] | None = None
     ) -> Any:
         mine = {n: fills[n] for n in self.names if n in fills}
-        held = {n: keep for n, keep in (hold or {}).items() if n in self.hosts_set}
+        held = {n: keep for n, keep in (hold or {}).items() if n in self._names}
         return self._actor.process.remote(block, mine, held or None)
 
     def stop(self, fills: dict[str, list[FillRow]]) -> Any:
