@@ -21,7 +21,6 @@ from typing import Any
 import ray
 
 from agents.budget import BudgetBackend, to_units_e8
-from agents.model import FillRow
 from federation.budget_authority import (
     AgentBudgetStatus,
     BudgetReport,
@@ -108,8 +107,9 @@ class BudgetGate:
         return RayBudgetBackend(self._actor) if self._actor is not None else None
 
     # ------------------------------------------------------------------------------------------ steps
-    def meter(self, results: Sequence[AgentBlockResult], fills: dict[str, list[FillRow]]) -> None:
-        """Add a step's measured compute, agent-reported spending and fees to the next charge."""
+    def meter(self, results: Sequence[AgentBlockResult], fees_e8: dict[str, int]) -> None:
+        """Add a step's measured compute, agent-reported spending and fees (exact, per agent; rebates
+        are not credited) to the next charge."""
         for res in results:
             meters = self._charges.setdefault(res.name, {})
             if res.held:
@@ -118,11 +118,10 @@ class BudgetGate:
                 meters["compute_s"] = meters.get("compute_s", 0) + to_units_e8(res.cpu_s, "cpu_s")
             for kind, amount in res.spent.items():
                 meters[kind] = meters.get(kind, 0) + amount
-        for name, rows in fills.items():
-            fee = sum(row[4] for row in rows)
+        for name, fee in fees_e8.items():
             if fee > 0:
                 meters = self._charges.setdefault(name, {})
-                meters["fees"] = meters.get("fees", 0) + to_units_e8(fee, "fee")
+                meters["fees"] = meters.get("fees", 0) + fee
 
     def submit(self, now: int) -> None:
         """Send the charges so far and the next step's time (answer read by :meth:`collect`)."""

@@ -390,8 +390,8 @@ class Supervisor:
                 targets = aggregator.targets(batch, results)
                 outcome = ray.get(execution.process_block.remote(block_ref, targets))
                 fills = outcome.fills
-                self._allocate(allocator, batch, outcome.equity, aggregator, state, ledger)
-                gate.meter(results, fills)
+                self._allocate(allocator, batch, outcome.equity, aggregator, execution, state, ledger)
+                gate.meter(results, outcome.fees_e8)
                 gate.submit(int(market.ts[min((k + 1) * block_size, len(market) - 1)]))
                 progress.advance(task)
         return fills
@@ -402,17 +402,20 @@ class Supervisor:
         batch: BarBatch,
         equity: Any,
         aggregator: Aggregator,
+        execution: Any,
         state: _RunState,
         ledger: SQLiteLedger,
     ) -> None:
-        """Feed the block's per-bar equity of every agent to the allocation policy; a rebalance changes
-        the capital that sizes the agents' next signals, and is recorded."""
+        """Feed the block's per-bar equity of every agent to the allocation policy. A rebalance changes
+        the capital that sizes the agents' next signals, moves cash between their sub-accounts before
+        the next bar (the execution actor's ``rebalance``), and is recorded."""
         if allocator.schedule.every_bars is None and allocator.schedule.period is None:
             return  # never rebalances
         rebalances = allocator.observe(batch.ts, equity[:, : allocator.n_agents])
         if not rebalances:
             return
         last = rebalances[-1]
+        ray.get(execution.rebalance.remote(list(last.capital), last.ts))
         aggregator.set_capital([float(c) for c in last.capital])
         state.rebalances += len(rebalances)
         names = list(state.order)
@@ -500,8 +503,8 @@ class Supervisor:
                 stats.ticks += 1
                 for name, agent_fills in outcome.fills.items():
                     undelivered.setdefault(name, []).extend(agent_fills)
-                self._allocate(allocator, bar, outcome.equity, aggregator, state, ledger)
-                gate.meter(results, outcome.fills)
+                self._allocate(allocator, bar, outcome.equity, aggregator, execution, state, ledger)
+                gate.meter(results, outcome.fees_e8)
                 gate.submit(int(market.ts[min(tick + 1, len(market) - 1)]))
                 progress.advance(task)
         # Drain: wait for calls still running, so every agent has answered before on_stop.

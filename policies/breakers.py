@@ -11,6 +11,8 @@ Two breakers per account, each optional:
 A trip holds the account in ``action`` (REDUCING or HALTED) for ``cooldown``; then the breaker re-arms
 from the equity of that moment, so a loss is never counted twice. The ``max_trips_per_day``-th trip of a
 UTC day holds until the end of that day. Time is the bar timestamp (epoch ns): backtests are deterministic.
+Money moved into or out of an account that is not P&L (a capital rebalance) shifts its references with it
+(:meth:`CircuitBreakers.shift`).
 
 Equity comes in as one float64 vector per bar (the engine's float mirrors of the sub-accounts), so a bar
 costs a few numpy operations whatever the number of accounts.
@@ -176,6 +178,27 @@ class CircuitBreakers:
                 )
             )
         return trips
+
+    def shift(self, amounts: FloatArray) -> None:
+        """Add ``amounts`` (one per account) to what each breaker measures losses from: the peak, the
+        equity it was armed with and the equity history of its window.
+
+        For money moved into (or out of) an account that is neither gain nor loss, such as a capital
+        rebalance: equity and references move together, so the transfer trips nothing, and a loss after
+        it is measured from the shifted references.
+
+        >>> spec = BreakerSpec(None, 300 * 10**9, 15.0, TradingState.REDUCING, 60 * 10**9, None)
+        >>> bank = CircuitBreakers([spec], [100.0])
+        >>> bank.shift(np.array([-50.0]))
+        >>> bank.update(0, np.array([50.0])), bank.update(1, np.array([42.5]))[0].reference
+        ([], 50.0)
+        """
+        if not len(self.accounts):
+            return
+        moved = np.asarray(amounts, dtype=float)[self.accounts]
+        self._peak += moved
+        self._armed_equity += moved
+        self._hist_equity[self._head : self._tail] += moved
 
     def _window_loss(
         self, ts: int, eq: FloatArray, live: npt.NDArray[np.bool_]

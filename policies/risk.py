@@ -13,6 +13,8 @@ code                        denies an order when
 ==========================  =========================================================================
 ``halted``                  the trading state is HALTED
 ``reduce_only``             the trading state is REDUCING and the order does not reduce |position|
+                            (the engine first cuts an order that would flip the position to flat:
+                            only the part past flat is refused, see :func:`reducing_part`)
 ``max_order_quantity``      |quantity| is above the limit
 ``max_order_notional``      |quantity x reference price| is above the limit
 ``max_position``            |position after| is above the limit for the symbol (and not reduced)
@@ -36,13 +38,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from policies.trading_state import TradingState
 
 _NS_PER_MINUTE = 60 * 10**9
 _RATE_SCALE = 1_000_000
 """Order-rate buckets count in units of 1/(_NS_PER_MINUTE x _RATE_SCALE) order: integers, so exact."""
+_N = TypeVar("_N", int, Decimal)
 
 
 @dataclass(slots=True)
@@ -118,6 +121,21 @@ def reduces(position: Decimal | int, quantity: Decimal | int) -> bool:
     return False
 
 
+def reducing_part(position: _N, quantity: _N) -> _N:
+    """The part of ``quantity`` that brings |position| closer to zero, at most to flat (0 if none).
+
+    What a REDUCING account may still trade of an order: a long 100 asked to sell 150 may sell 100.
+
+    >>> reducing_part(100, -150), reducing_part(100, -30), reducing_part(100, 20), reducing_part(0, -5)
+    (-100, -30, 0, 0)
+    """
+    if position > 0 and quantity < 0:
+        return max(quantity, -position)
+    if position < 0 and quantity > 0:
+        return min(quantity, -position)
+    return quantity - quantity  # 0 of the quantity's own type (int or Decimal)
+
+
 def _exposure(intent: OrderIntent) -> tuple[float, float, float]:
     """(gross before, gross after, net after) of the account if the order filled at the reference price."""
     price, position = float(intent.price), float(intent.position)
@@ -142,7 +160,10 @@ class NotHalted:
 
 
 class ReduceOnly:
-    """While the trading state is REDUCING, only orders that reduce |position| (without flipping) pass."""
+    """While the trading state is REDUCING, only orders that reduce |position| (without flipping) pass.
+
+    The engine cuts an order that would flip the position to flat before this check (so the losing
+    position is still closed); :meth:`cut` words the record of such a cut."""
 
     code = "reduce_only"
 
@@ -154,6 +175,17 @@ class ReduceOnly:
             f"{_who(intent)}: {_order(intent)} would take the position from {intent.position} to "
             f"{intent.position + intent.quantity}; trading state is REDUCING, only orders that reduce "
             "|position| pass; order denied",
+        )
+
+    def cut(self, intent: OrderIntent, passed: Decimal) -> Denial:
+        """The record of ``intent`` cut to ``passed`` (what takes the position to flat); the rest is
+        refused."""
+        after = intent.position + intent.quantity
+        return Denial(
+            self.code,
+            f"{_who(intent)}: {_order(intent)} would take the position from {intent.position} to {after}; "
+            f"trading state is REDUCING, so the order was cut to flat: {passed:+} passed, "
+            f"{intent.quantity - passed:+} refused",
         )
 
 

@@ -1,8 +1,10 @@
 """Trading states of an agent or of the whole federation, and the small machine that holds them.
 
 - ``ACTIVE``: every order the risk checks allow.
-- ``REDUCING``: only orders that bring |position| closer to zero (never past it).
-- ``HALTED``: no new orders; working orders of the affected symbols are cancelled by the engine.
+- ``REDUCING``: only orders that bring |position| closer to zero, never past it: the engine cuts an order
+  that would flip the position to flat and refuses only the rest.
+- ``HALTED``: no new orders. The engine cancels the working orders only halted accounts are in (all of
+  them when the federation halts); an order an agent shares with agents still trading stays working.
 
 A state is entered with a *hold*: until a bar time, or for the rest of the run (``until=None``: the kill
 switch). Holds of different states stack, and the state is the strongest hold still running, so a

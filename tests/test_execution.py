@@ -15,6 +15,7 @@ from federation.config import ExecutionConfig, RiskConfig
 from federation.execution import ExecutionEngine, SimulatedVenue, TargetUpdates, VenueOrder, pro_rata
 from federation.execution.actor import build_risk_policy
 from federation.ledger import PORTFOLIO, RunRecord, SQLiteLedger
+from federation.money import to_e8
 
 D = Decimal
 NS = 86_400 * 10**9
@@ -269,6 +270,31 @@ def test_tiny_fees_split_exactly_and_never_negative() -> None:
     fees = [eng.books.fees[i] for i in range(5)]
     assert eng.books.fees[5] == D("3E-8")
     assert sum(fees, D(0)) == eng.books.fees[5] and all(f >= 0 for f in fees)
+
+
+def test_block_outcome_has_each_agents_exact_fees_in_1e8_units() -> None:
+    eng = engine(agents=5, taker_fee_bps=0.00006, max_volume_share=1.0)  # 3e-8 over 5 takers
+    batch = make_batch([{"AAA": (1.0,) * 4 + (1e6,)}, {"AAA": (1.0,) * 4 + (1e6,)}])
+    out = eng.process_block(batch, updates(*[(0, i, 0, 1) for i in range(5)]))
+    assert out.fees_e8 == {f"a{i}": to_e8(eng.books.fees[i]) for i in range(5)}
+    assert sorted(out.fees_e8.values()) == [0, 0, 1, 1, 1] and sum(out.fees_e8.values()) == 3
+    assert out.fills.keys() == out.fees_e8.keys()
+    # fills rows are unchanged: floats, as before
+    assert [row[4] for row in out.fills["a0"]] == [float(eng.books.fees[0])]
+
+
+def test_fees_e8_are_negative_for_maker_rebates_and_zero_for_internal_crosses() -> None:
+    eng = engine(agents=3, order_type="limit", limit_offset_bps=100, maker_fee_bps=-2.5)
+    # bar 0 closes at 105: buy limit 103.95; bar 1 opens above it and dips to 98 -> maker fill at 103.95
+    out = eng.process_block(
+        make_batch([{"AAA": BAR}, {"AAA": (106.0, 106.0, 98.0, 100.0, 1e6)}]),
+        updates((0, 0, 0, 30), (0, 1, 0, 10), (0, 2, 0, -7)),
+    )
+    rebate = D("103.95") * 33 * D("-0.00025")  # the 33 lots net: 30 + 10 - 7
+    assert eng.books.fees[3] == rebate
+    assert out.fees_e8["a2"] == 0, "a2 only crossed internally: no fee"
+    assert out.fees_e8["a0"] + out.fees_e8["a1"] == to_e8(rebate) < 0
+    assert out.fees_e8 == {f"a{i}": to_e8(eng.books.fees[i]) for i in range(3)}
 
 
 def test_max_order_notional_denies_but_smaller_orders_pass() -> None:

@@ -56,6 +56,11 @@ def test_inverse_volatility_rebalances_resize_agents_and_are_recorded(tmp_path: 
         assert event["code"] == "inverse_volatility"
         assert sum(Decimal(v) for v in event["detail"]["capital"].values()) == Decimal(100_000)
         assert sum(event["detail"]["weights"].values()) == pytest.approx(1.0)
+    # the cash moved between the agents' accounts: never created or lost
+    transfers = ledger.events(summary.run_id, "allocation_transfer")
+    assert transfers and all(sum(Decimal(v) for v in e["detail"].values()) == 0 for e in transfers)
+    cash = {a.name: ledger.cash(summary.run_id, a.name) for a in summary.agents}
+    assert sum(cash.values(), Decimal(0)) == ledger.cash(summary.run_id)
 
 
 def test_equal_allocation_starts_from_equal_capital(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from policies.risk import (
     ReduceOnly,
     RiskPolicy,
     reduces,
+    reducing_part,
 )
 from policies.trading_state import TradingState, TradingStateMachine
 from tests.test_execution import updates
@@ -224,6 +225,26 @@ def test_no_order_that_passes_reduce_only_grows_or_flips_a_position(start: int, 
             position += q
 
 
+@given(st.integers(-50, 50), st.integers(-120, 120))
+def test_the_reducing_part_of_an_order_goes_at_most_to_flat(position: int, quantity: int) -> None:
+    part = reducing_part(position, quantity)
+    assert abs(position + part) <= abs(position) and (position + part) * position >= 0
+    assert part == 0 or (part * quantity > 0 and abs(part) <= abs(quantity))
+    if reduces(position, quantity):
+        assert part == quantity, "an order that only reduces is not cut"
+    elif position and position * quantity < 0:
+        assert part == -position, "a flip is cut to flat"
+    else:
+        assert part == 0, "an order that only adds has no reducing part"
+    assert reducing_part(D(position), D(quantity)) == part
+
+
+def test_reduce_only_words_a_cut_to_flat() -> None:
+    cut = ReduceOnly().cut(intent(-150, position=100, state=REDUCING), D(-100))
+    assert cut.code == "reduce_only"
+    assert "from 100 to -50" in cut.message and "cut to flat: -100 passed, -50 refused" in cut.message
+
+
 def test_state_machine_holds_end_at_their_bar_time() -> None:
     m = TradingStateMachine()
     change = m.hold(REDUCING, ts=0, until=100, reason="loss")
@@ -364,6 +385,29 @@ def test_breaker_and_state_machine_on_a_scripted_path() -> None:
         states.append(machine.state.label[0])
     # 940 is 6 % below 1,000 -> REDUCING for 3 min; re-armed at 930 -> 880 is 5.4 % below -> again
     assert "".join(states) == "aarrraarr"
+
+
+def test_a_transfer_shifts_the_references_so_only_real_losses_trip() -> None:
+    bank = CircuitBreakers([spec(drawdown=15), spec(loss=5, window=5 * MIN), None], [10_000.0] * 3)
+    assert bank.update(0, np.array([10_000.0, 10_000.0, 10_000.0])) == []
+    assert bank.update(MIN, np.array([11_000.0, 10_000.0, 10_000.0])) == []  # a0's peak: 11,000
+    # half of a0's and a1's capital moves to a2: a 50 % fall of equity that is no loss
+    bank.shift(np.array([-5_500.0, -5_000.0, 10_500.0]))
+    assert bank.update(2 * MIN, np.array([5_500.0, 5_000.0, 20_500.0])) == []
+    assert bank.update(3 * MIN, np.array([4_676.0, 4_751.0, 20_500.0])) == []
+    trips = bank.update(4 * MIN, np.array([4_675.0, 4_750.0, 20_500.0]))  # 15 % / 5 % below, shifted
+    assert [(t.account, t.breaker, t.reference, round(t.loss_pct, 6)) for t in trips] == [
+        (0, "drawdown", 5_500.0, 15.0),
+        (1, "loss_window", 5_000.0, 5.0),
+    ]
+
+
+def test_a_transfer_is_not_a_loss_or_a_gain_in_the_loss_window() -> None:
+    bank = CircuitBreakers([spec(loss=5, window=2 * MIN)], [100.0])
+    assert run_path(bank, [(0, 100), (MIN, 100)]) == []
+    bank.shift(np.array([100.0]))  # capital doubled: the window's start (100) is now 200
+    assert run_path(bank, [(2 * MIN, 191)]) == [], "4.5 % below 200"
+    assert run_path(bank, [(3 * MIN, 189)]) == [(3 * MIN, "loss_window")], "5.5 % lost of 200, not a gain"
 
 
 def test_breaker_spec_refuses_nonsense() -> None:
@@ -555,6 +599,130 @@ def test_federation_reducing_checks_every_agent_and_the_net_order(tmp_path: Path
     ]
 
 
+def test_a_reducing_agent_asking_to_flip_is_cut_to_flat_and_the_rest_refused(tmp_path: Path) -> None:
+    breaker = BreakerConfig(max_drawdown_pct=10, action="reducing", cooldown="3d")
+    eng = service(tmp_path, agents=2, agent_risk=[AgentRiskConfig(breakers=breaker), None])
+    # a0 long 100 @ 100; the price falls 10 % on bar 2 (REDUCING until bar 5) and a0 asks for short 50
+    prices = [100.0, 100.0, 90.0, 90.0, 90.0, 90.0, 90.0]
+    eng.process_block(bars(flat(prices)), updates((0, 0, 0, 100), (2, 0, 0, -50)))
+    orders = [(o.ts // NS_PER_DAY, o.side, o.quantity, o.status) for o in ledger(eng).orders("r1")]
+    assert orders == [
+        (0, "buy", D(100), "filled"),
+        (2, "sell", D(100), "filled"),  # the losing long is closed while REDUCING
+        (5, "sell", D(50), "filled"),  # the short only once the agent is ACTIVE again
+    ]
+    assert eng.books.lots[:, 0].tolist() == [-50, 0, -50]
+    (event,) = ledger(eng).events("r1", "risk_denial")  # once: flat on bars 3-4, the rest still refused
+    assert (event["agent"], event["code"], event["ts"] // NS_PER_DAY) == ("a0", "reduce_only", 2)
+    assert "AAA -150 @ 90.0000 would take the position from 100 to -50" in event["message"]
+    assert "cut to flat: -100 passed, -50 refused" in event["message"]
+    assert "agent 'a0' is REDUCING" in event["message"]
+    detail = event["detail"]
+    assert (detail["level"], detail["quantity"], detail["passed"], detail["position"]) == (
+        "agent",
+        "-150",
+        "-100",
+        "100",
+    )
+    assert report_of(eng)["agents"][0]["risk_denials"] == 1
+
+
+@pytest.mark.parametrize("action", ["reducing", "halted"])
+def test_a_demand_that_only_adds_is_still_denied_and_halted_denies_a_flip(
+    tmp_path: Path, action: str
+) -> None:
+    breaker = BreakerConfig(max_drawdown_pct=10, action=action, cooldown="30d")
+    eng = service(tmp_path, agents=1, symbols=("AAA", "BBB"), agent_risk=[AgentRiskConfig(breakers=breaker)])
+    rows: list[dict[str, float | None]] = [{"AAA": 100.0, "BBB": 10.0}] * 2 + [{"AAA": 90.0, "BBB": 10.0}] * 3
+    # after the trip: flip AAA (long 100 -> short 50) and open BBB
+    eng.process_block(bars(rows), updates((0, 0, 0, 100), (2, 0, 0, -50), (2, 0, 1, 10)))
+    codes = sorted((e["detail"]["symbol"], e["code"]) for e in ledger(eng).events("r1", "risk_denial"))
+    if action == "reducing":
+        assert eng.books.lots[0].tolist() == [0, 0]
+        assert codes == [("AAA", "reduce_only"), ("BBB", "reduce_only")]
+    else:
+        assert eng.books.lots[0].tolist() == [100, 0], "HALTED: not even the reducing part"
+        assert codes == [("AAA", "halted"), ("BBB", "halted")]
+
+
+def test_federation_reducing_cuts_the_net_order_to_flat_and_splits_its_fills_pro_rata(
+    tmp_path: Path,
+) -> None:
+    risk = RiskConfig(breakers=BreakerConfig(max_drawdown_pct=2, action="reducing", cooldown="30d"))
+    eng = service(tmp_path, agents=3, risk=risk)
+    # a0 +100 and a1 +60 buy, a2 -120 sells: 120 crossed, the portfolio buys 40. The price falls 20 %
+    # (portfolio -2.7 %): REDUCING. a0 and a1 close (each reduces its own position), a2 stays short, so
+    # the net sell of 160 would take the portfolio from +40 to -120: cut to 40.
+    prices = [100.0, 100.0, 80.0, 80.0, 80.0, 80.0]
+    targets = updates((0, 0, 0, 100), (0, 1, 0, 60), (0, 2, 0, -120), (2, 0, 0, 0), (2, 1, 0, 0))
+    eng.process_block(bars(flat(prices)), targets)
+    assert eng.books.lots[:, 0].tolist() == [75, 45, -120, 0], "40 split 25/15 over the 100/60 asked"
+    db = ledger(eng)
+    orders = db.orders("r1")
+    assert [(o.side, o.quantity, o.filled_quantity, o.status) for o in orders] == [
+        ("buy", D(40), D(40), "filled"),
+        ("sell", D(40), D(40), "filled"),
+    ], "the rest (-120 at flat) is refused while REDUCING and not sent nor recorded again"
+    cut = orders[1].client_order_id
+    assert db.query(
+        f"SELECT agent, qty_e8 FROM order_allocations WHERE client_order_id = '{cut}' ORDER BY agent"
+    ) == [("a0", -100 * 10**8), ("a1", -60 * 10**8)], "allocations stay as asked"
+    assert db.query(
+        "SELECT a.agent, a.qty_e8 FROM fill_allocations a JOIN fills f USING (run_id, fill_id) "
+        f"WHERE f.client_order_id = '{cut}' ORDER BY a.agent"
+    ) == [("a0", -25 * 10**8), ("a1", -15 * 10**8)]
+    (event,) = db.events("r1", "risk_denial")
+    assert (event["agent"], event["code"], event["ts"] // NS_PER_DAY) == (None, "reduce_only", 2)
+    assert event["detail"]["client_order_id"] == cut
+    assert (event["detail"]["quantity"], event["detail"]["passed"], event["detail"]["position"]) == (
+        "-160",
+        "-40",
+        "40",
+    )
+    assert "cut to flat: -40 passed, -120 refused" in event["message"]
+    assert "the federation is REDUCING" in event["message"]
+    eng.finish()
+    # the books stay consistent: agents add up to the portfolio, in positions and in cash
+    cash = {a: db.cash("r1", a) for a in ("a0", "a1", "a2")}
+    assert sum(cash.values(), D(0)) == db.cash("r1") == D(30_000) - 40 * 100 + 40 * 80
+    assert cash == {
+        "a0": D(10_000) - 100 * 100 + 25 * 80,
+        "a1": D(10_000) - 60 * 100 + 15 * 80,
+        "a2": D(22_000),
+    }
+    positions = db.query("SELECT account, qty_e8 FROM positions WHERE symbol = 'AAA' ORDER BY account")
+    assert dict(positions) == {"__portfolio__": 0, "a0": 75 * 10**8, "a1": 45 * 10**8, "a2": -120 * 10**8}
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(-150, 150)), min_size=4, max_size=40))
+def test_while_reducing_no_position_grows_or_flips(entries: list[tuple[int, int]]) -> None:
+    eng = ExecutionEngine(
+        run_id="r",
+        agents=["a0", "a1", "a2", "a3"],
+        capital=[D(10_000)] * 4,
+        symbols=("AAA",),
+        config=ExecutionConfig(max_volume_share=0.0001),  # 100 lots a bar: cut orders fill in parts
+        risk=RiskPolicy([]),
+        ledger=None,
+        agent_risk=[build_agent_risk_policy(AgentRiskConfig(max_position=D(10**6)))] * 4,
+    )
+    # the first four entries open positions (all filled by the end of the block), then REDUCING for good
+    opening = [(0, a, 0, q) for a, (_, q) in enumerate(entries[:4])]
+    eng.process_block(bars(flat([100.0] * 10)), updates(*opening))
+    assert not eng._pending and (eng.desired == eng.books.lots[:4]).all()
+    eng.states[-1].hold(REDUCING, ts=10 * NS_PER_DAY, until=None, reason="test")
+    prices = [99.0 + k % 3 for k in range(len(entries) + 2)]
+    for t, price in enumerate(prices):  # one bar per block: check after every bar
+        before = eng.books.lots[:, 0].copy()
+        step = [(0, a, 0, q) for a, q in entries[4:][t : t + 1]]
+        eng.process_block(bars(flat([price]), t0=(t + 10) * NS_PER_DAY), updates(*step))
+        assert eng.states[-1].state is REDUCING
+        after = eng.books.lots[:, 0]
+        assert np.all(np.abs(after) <= np.abs(before)) and np.all(after * before >= 0)
+        assert after[:4].sum() == after[4]
+
+
 def test_kill_switch_halts_everything_and_cancels_every_working_order(tmp_path: Path) -> None:
     eng = service(tmp_path, agents=2, symbols=("AAA", "BBB"))
     # the last bar decides orders for both symbols; they would execute on the next block's first bar
@@ -609,6 +777,101 @@ def test_agent_halted_by_its_breaker_cancels_only_orders_it_is_in(tmp_path: Path
     assert statuses == {"AAA": "filled", "BBB": "cancelled", "CCC": "filled"}
     (state,) = ledger(eng).events("r1", "trading_state")
     assert (state["agent"], state["code"], len(state["detail"]["cancelled"])) == ("a0", "halted", 1)
+
+
+def test_an_agent_halt_leaves_working_the_orders_it_shares_with_agents_still_trading(tmp_path: Path) -> None:
+    halting = AgentRiskConfig(
+        breakers=BreakerConfig(loss_pct=10, window="5d", action="halted", cooldown="10d")
+    )
+    eng = service(
+        tmp_path, agents=3, symbols=("AAA", "BBB", "CCC", "DDD"), agent_risk=[halting, halting, None]
+    )
+    rows: list[dict[str, float | None]] = [
+        {"AAA": 100.0, "BBB": 100.0, "CCC": 100.0, "DDD": 100.0},
+        {"AAA": 100.0, "BBB": 100.0, "CCC": 100.0, "DDD": 100.0},
+        {"AAA": 85.0, "BBB": None, "CCC": None, "DDD": None},  # a0 and a1 lose 13.5 %: both HALTED
+        {"AAA": 85.0, "BBB": 100.0, "CCC": 100.0, "DDD": 100.0},
+        {"AAA": 85.0, "BBB": 100.0, "CCC": 100.0, "DDD": 100.0},
+    ]
+    # a0, a1 all-in AAA on bar 0; on bar 1: BBB for a0 + a2, CCC for a0 + a1, DDD for a0 alone
+    targets = updates(
+        (0, 0, 0, 90), (0, 1, 0, 90), (1, 0, 1, 1), (1, 2, 1, 2), (1, 0, 2, 1), (1, 1, 2, 1), (1, 0, 3, 1)
+    )
+    eng.process_block(bars(rows), targets)
+    statuses = {o.symbol: o.status for o in ledger(eng).orders("r1")}
+    assert statuses == {"AAA": "filled", "BBB": "filled", "CCC": "cancelled", "DDD": "cancelled"}
+    assert eng.books.lots[:, 1].tolist() == [1, 0, 2, 3], "decided before the halt, shared: a0's share fills"
+    states = ledger(eng).events("r1", "trading_state")
+    assert [(e["agent"], e["code"], len(e["detail"]["cancelled"])) for e in states] == [
+        ("a0", "halted", 1),  # DDD (a0's alone); CCC waits: a1 is still trading
+        ("a1", "halted", 1),  # CCC: every agent in it is HALTED now
+    ]
+
+
+def test_rebalance_moves_cash_between_sub_accounts_and_is_recorded_at_once(tmp_path: Path) -> None:
+    svc = make_service(tmp_path, agents=3, agent_risk=[None, AgentRiskConfig(max_leverage=1.0), None])
+    eng = svc.engine
+    # a0 holds 50 @ 100; a1 may hold 100 x 100 = its 10,000 at leverage 1, but asks only 60 for now
+    eng.process_block(bars(flat([100.0, 100.0])), updates((0, 0, 0, 50), (0, 1, 0, 60)))
+    realized, fees = eng.books.realized(0), list(eng.books.fees)
+    portfolio_cash = eng.books.cash[3]
+    ts = NS_PER_DAY
+    svc.rebalance([D("12500.5"), D("5000"), D("12499.5")], ts)
+    assert eng.books.cash[:3] == [D(5_000) + D("2500.5"), D(4_000) - D(5_000), D("12499.5")]
+    assert eng.books.cash[3] == portfolio_cash, "the portfolio's account does not change"
+    assert eng.books.cash_f.tolist() == [float(c) for c in eng.books.cash]
+    assert eng.books.realized(0) == realized and eng.books.fees == fees, "money moved, not P&L"
+    db = ledger(eng)  # written at once, not at the next block
+    assert [db.cash("r1", a) for a in ("a0", "a1", "a2")] == eng.books.cash[:3]
+    assert db.cash("r1") == portfolio_cash == sum(eng.books.cash[:3], D(0)), "transfers sum to 0"
+    (event,) = db.events("r1", "allocation_transfer")
+    assert (event["ts"], event["agent"], event["code"]) == (ts, None, "rebalance")
+    assert event["detail"] == {"a0": "2500.5", "a1": "-5000", "a2": "2499.5"}
+    assert "a0 +2500.5, a1 -5000, a2 +2499.5" in event["message"]
+    report = eng.report()
+    assert [a["allocated_capital"] for a in report["agents"]] == [D("12500.5"), D(5_000), D("12499.5")]  # type: ignore[index]
+    assert [a["equity"] for a in report["agents"]] == [D("12500.5"), D(5_000), D("12499.5")]  # type: ignore[index]
+    # a1's leverage now reads its equity of 5,000: 60 held, 100 asked -> 10,000 / 5,000 = 2x, denied
+    out = eng.process_block(bars(flat([100.0] * 3), t0=2 * NS_PER_DAY), updates((0, 1, 0, 100)))
+    assert eng.books.lots[1, 0] == 60
+    (denial,) = db.events("r1", "risk_denial")
+    assert denial["code"] == "max_leverage" and "equity 5,000.00" in denial["message"]
+    assert out.equity[0].tolist() == [12_500.5, 5_000.0, 12_499.5, 30_000.0]
+    # the next rebalance moves money from the current allocation; an unchanged one records nothing
+    svc.rebalance([D("10000"), D("10000"), D("10000")], 5 * NS_PER_DAY)
+    svc.rebalance([D("10000"), D("10000"), D("10000")], 6 * NS_PER_DAY)
+    transfers = [e["detail"] for e in db.events("r1", "allocation_transfer")]
+    assert transfers[1:] == [{"a0": "-2500.5", "a1": "5000", "a2": "-2499.5"}]
+    assert eng.books.cash[:3] == [D(5_000), D(4_000), D(10_000)]
+    svc.finish()
+
+
+def test_rebalance_refuses_capital_that_does_not_add_up(tmp_path: Path) -> None:
+    eng = service(tmp_path, agents=2)
+    with pytest.raises(ValueError, match="2 agents"):
+        eng.rebalance([D(20_000)], 0)
+    with pytest.raises(ValueError, match="sum to 20001, not the portfolio's total capital 20000"):
+        eng.rebalance([D(10_000), D(10_001)], 0)
+    with pytest.raises(ValueError, match=r"'a0' \(-1\)"):
+        eng.rebalance([D(-1), D(20_001)], 0)
+    with pytest.raises(ValueError, match=r"multiple of 1e-8 .*'a1' \(9999.999999999\)"):
+        eng.rebalance([D("10000.000000001"), D("9999.999999999")], 0)
+    assert eng.books.cash == [D(10_000), D(10_000), D(20_000)] and eng.allocated == [D(10_000)] * 2
+
+
+def test_a_capital_cut_trips_no_breaker_and_a_loss_after_it_counts_from_the_shifted_peak(
+    tmp_path: Path,
+) -> None:
+    drawdown = AgentRiskConfig(breakers=BreakerConfig(max_drawdown_pct=15, action="reducing", cooldown="30d"))
+    eng = service(tmp_path, agents=2, agent_risk=[drawdown, None])
+    eng.process_block(bars(flat([100.0, 100.0])), updates())
+    eng.rebalance([D(5_000), D(15_000)], NS_PER_DAY)  # a0's equity halves: no loss
+    # a0 buys 50 @ 100 with its 5,000; 86 is 14 % below the shifted peak of 5,000, 85 is 15 %
+    prices = [100.0, 100.0, 86.0, 85.0, 85.0]
+    eng.process_block(bars(flat(prices), t0=2 * NS_PER_DAY), updates((0, 0, 0, 50)))
+    trips = ledger(eng).events("r1", "circuit_breaker")
+    assert [(e["agent"], e["code"], e["ts"] // NS_PER_DAY) for e in trips] == [("a0", "drawdown", 5)]
+    assert trips[0]["detail"]["reference"] == "5000.00" and trips[0]["detail"]["equity"] == "4250.00"
 
 
 def test_portfolio_gross_exposure_counts_orders_decided_earlier_in_the_same_bar(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Positions are integer lots (``lot_size`` units each); cash, prices, fees and P&L are Decimal. Realized
 P&L uses the average-cost method and is net of fees. The portfolio is one more account, booking only
-venue fills; internal crosses move positions and cash between agents and leave the portfolio unchanged.
+venue fills; internal crosses move positions and cash between agents and leave the portfolio unchanged,
+and so do capital transfers between agents (:meth:`SubAccounts.transfer`, a rebalance).
 
 The Decimal books are the truth (the ledger is written from them). ``cash_f`` mirrors the cash as float64
 (with ``lots``, already an integer array) so the equity of every account is one vectorized product per bar:
@@ -64,6 +65,12 @@ class SubAccounts:
                 holding.avg_price = price
         holding.lots = new
         self.lots[account, col] = new
+
+    def transfer(self, account: int, amount: Decimal) -> None:
+        """Move ``amount`` of cash into ``account`` (out of it if negative): money allocated to it, not
+        P&L, so fees and realized P&L stay as they are."""
+        self.cash[account] += amount
+        self.cash_f[account] += float(amount)
 
     def sync_floats(self) -> None:
         """Reset the float mirror of cash to the Decimal books."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -122,6 +123,12 @@ class _ExecutionService:
         outcome = self.engine.process_block(batch, targets)
         outcome.received_ns = received
         return outcome
+
+    def rebalance(self, capital: Sequence[Decimal], ts: int) -> None:
+        """Move cash between the agents' sub-accounts so agent ``i`` holds the allocated capital
+        ``capital[i]`` (summing to the portfolio's total capital); recorded at once. See
+        :meth:`ExecutionEngine.rebalance`."""
+        self.engine.rebalance(capital, ts)
 
     def halt(self, reason: str) -> int:
         """Kill switch: the federation goes HALTED for the rest of the run, every working order is

@@ -7,18 +7,32 @@ Per bar, in order:
 2. Agents' new desired positions for this bar (from the aggregator) are applied.
 3. Every account's equity is marked at this bar's close (float mirrors of the books, one vectorized
    step); trading-state holds that ended are released; the circuit breakers see the equity and may move an
-   agent or the federation to REDUCING or HALTED (HALTED cancels the working orders it concerns).
+   agent or the federation to REDUCING or HALTED. The federation's HALTED cancels every working order; an
+   agent's cancels the working orders (and crosses) only HALTED agents are in. An order an agent shares
+   with agents still trading stays working, and the halted agent's share of it fills: cancelling it would
+   delay the healthy agents a bar and spend another of their order-rate tokens, for an order decided
+   before the halt. The halted agent's new demands are refused from then on.
 4. For each symbol with a bar and no working order, every agent's demand is ``desired - position``. Each
    demand first passes the agent's own checks (its trading state, its limits, its order rate); a denied
    demand is left out of this bar's netting. Opposite demands are crossed internally (pro rata); only the
    net goes to the venue as one order, after the portfolio's checks approved it. The order's fills are
    split among the agents that asked, pro rata.
 
+In REDUCING (the agent's or the federation's) a demand that would flip a position is cut to flat, not
+denied: the losing position is still closed and only the part past flat is refused. At agent level the
+agent's demand is cut to ``-position``; at portfolio level the net order is cut to the portfolio's flat
+while its allocations stay as asked, so its fills are split pro rata over them like a partial fill.
+
 Every decision is recorded: approved orders as ``orders`` rows, denials as ``orders`` rows with status
-``denied`` (portfolio checks) and ``risk_denial`` events (both levels), state changes as ``trading_state``
-events and breaker trips as ``circuit_breaker`` events. A denied demand is checked again every bar but
-recorded once while it stands. Everything a block produced is written to the ledger in one transaction
-at the end of the block.
+``denied`` (portfolio checks) and ``risk_denial`` events (both levels; a cut is a ``reduce_only`` event),
+state changes as ``trading_state`` events and breaker trips as ``circuit_breaker`` events. A denied (or
+cut) demand is checked again every bar but recorded once while it stands: while the same desired
+positions are asked for, for the same reason. Everything a block produced is written to the ledger in one
+transaction at the end of the block.
+
+Capital rebalances (:meth:`ExecutionEngine.rebalance`) move cash between the agents' sub-accounts; the
+portfolio's account does not change, and the breakers shift their references so a transfer is neither a
+gain nor a loss.
 """
 
 from __future__ import annotations
@@ -49,9 +63,9 @@ from federation.ledger import (
     PositionRecord,
     SQLiteLedger,
 )
-from federation.money import from_e8, round_to_tick, to_e8
+from federation.money import from_e8, quantize, round_to_tick, to_e8
 from policies.breakers import BreakerSpec, CircuitBreakers, Trip
-from policies.risk import STATE_RULES, Denial, OrderIntent, RiskPolicy
+from policies.risk import STATE_RULES, Denial, OrderIntent, ReduceOnly, RiskPolicy, reducing_part
 from policies.trading_state import StateChange, TradingState, TradingStateMachine
 
 IntArray = npt.NDArray[np.int64]
@@ -62,6 +76,9 @@ _EXPIRY_REASONS = {
     "volume_cap": "nothing could fill within max_volume_share of the bar's volume",
 }
 ACTIVE, REDUCING, HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
+_REDUCE_ONLY = ReduceOnly()
+Standing = tuple[tuple[int, int], ...]
+"""A symbol's standing demand: (agent, desired lots) of each agent asking for a change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +120,12 @@ class AgentExecutionStats:
 @dataclass(slots=True)
 class BlockOutcome:
     """What a block produced for the supervisor: each agent's fills (to deliver through ``on_fill``), as
-    rows, and every account's equity at each bar's close."""
+    rows, their fees exactly, and every account's equity at each bar's close."""
 
     fills: dict[str, list[FillRow]] = field(default_factory=dict)
+    fees_e8: dict[str, int] = field(default_factory=dict)
+    """Each agent's fees in the block, in integer 1e-8 units: the sum of the Decimal fees booked to its
+    sub-account (maker rebates negative). Same agents as ``fills`` (0 for internal crosses only)."""
     received_ns: int = 0
     """``time.monotonic_ns()`` when the execution actor received the block's targets (live latency)."""
     equity: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
@@ -174,6 +194,8 @@ class ExecutionEngine:
             [*agents, PORTFOLIO], symbols, [*capital, sum(capital, Decimal(0))], config.lot_size
         )
         self.initial_capital = sum(capital, Decimal(0))
+        self.allocated = list(capital)
+        """Each agent's allocated capital: the constructor's, then the last :meth:`rebalance`'s."""
         self.venue = SimulatedVenue(config)
         self.desired: IntArray = np.zeros((self.n, len(symbols)), dtype=np.int64)
         self.last_close = np.full(len(symbols), np.nan)
@@ -183,7 +205,7 @@ class ExecutionEngine:
         """Recorded portfolio-level denials: denied orders plus demands refused while the federation is
         HALTED (those never become orders)."""
         self._pending: dict[int, _Pending] = {}
-        self._last_denied: dict[int, tuple[int, tuple[tuple[int, int], ...], str]] = {}
+        self._last_denied: dict[int, tuple[Standing, str]] = {}
         self._seq = 0
         self._batch = LedgerBatch()
         self._touched: set[tuple[int, int]] = set()
@@ -204,6 +226,7 @@ class ExecutionEngine:
         self._held: set[int] = set()
         """Accounts (agents, n = the federation) whose state machine has holds to release."""
         self._agent_denied: dict[tuple[int, int], tuple[int, str]] = {}
+        """(agent, column) -> (desired lots, code) of the agent-level denial or cut last recorded."""
         self._lot_f = float(config.lot_size)
         self._mark: FloatArray = np.zeros(len(symbols))
         """Value of one lot of each symbol at its last close (0 before its first bar)."""
@@ -218,7 +241,9 @@ class ExecutionEngine:
     def process_block(self, batch: BarBatch, targets: TargetUpdates) -> BlockOutcome:
         """Run every bar of ``batch``; write the block to the ledger; return the agents' fills and the
         accounts' equity per bar."""
-        outcome = BlockOutcome(fills=defaultdict(list), equity=np.empty((len(batch), self.n + 1)))
+        outcome = BlockOutcome(
+            fills=defaultdict(list), fees_e8=defaultdict(int), equity=np.empty((len(batch), self.n + 1))
+        )
         k, n_updates = 0, len(targets.rows)
         valid = batch.valid
         for t in range(len(batch)):
@@ -256,6 +281,7 @@ class ExecutionEngine:
                     self._decide(col, ts, delta[:, col])
         self.flush()
         outcome.fills = dict(outcome.fills)
+        outcome.fees_e8 = dict(outcome.fees_e8)
         return outcome
 
     def _next_id(self, kind: str) -> str:
@@ -287,7 +313,7 @@ class ExecutionEngine:
         net = bought - sold
         pending = _Pending(cross, self._next_id("X") if cross else None, None, None, [])
         if net:
-            self._place(col, ts, net, residual, pending, ref, federation)
+            self._place(col, ts, net, residual, pending, ref, federation, delta)
         if pending.cross or pending.order is not None:
             self._pending[col] = pending
             if passed:
@@ -304,7 +330,8 @@ class ExecutionEngine:
     def _screen(
         self, col: int, ts: int, delta: IntArray, ref: Decimal, federation: TradingState
     ) -> tuple[IntArray, list[tuple[int, OrderIntent]]]:
-        """Each agent's demand through its trading state and its own limits; the denied are left out.
+        """Each agent's demand through its trading state and its own limits; the denied are left out, a
+        flip while REDUCING is cut to flat.
 
         Returns the demand that passed and the intents of the agents whose policy has memory to commit."""
         symbol, lot = self.symbols[col], self.config.lot_size
@@ -317,13 +344,16 @@ class ExecutionEngine:
                 if self._agent_denied:
                     self._agent_denied.pop((i, col), None)
                 continue
-            d = int(delta[i])
+            asked = int(delta[i])
+            position = int(self.books.lots[i, col])
+            # A demand with no reducing part keeps its size, so the state check denies all of it.
+            d = (reducing_part(position, asked) or asked) if state is REDUCING else asked
             name = self.agents[i]
             intent = OrderIntent(
                 symbol,
                 d * lot,
                 ref,
-                int(self.books.lots[i, col]) * lot,
+                position * lot,
                 (name,),
                 None,
                 ts,
@@ -336,46 +366,61 @@ class ExecutionEngine:
             denial = self._state_check(intent, i) if state is not ACTIVE else None
             if denial is None and policy is not None:
                 denial = policy.first_denial(intent)
-            key = (i, col)
+            key, target = (i, col), position + asked
             if denial is None:
-                self._agent_denied.pop(key, None)
+                if d == asked:
+                    self._agent_denied.pop(key, None)
+                else:
+                    kept[i] = d
+                    whole = replace(intent, quantity=asked * lot)
+                    cut = self._cut(whole, intent.quantity, i)
+                    self._agent_event(key, target, cut, whole, state, passed=intent.quantity)
                 if policy is not None:
                     passed.append((i, intent))
                 continue
             kept[i] = 0
-            if self._agent_denied.get(key) == (d, denial.code):
-                continue  # the same demand was denied for the same reason already: not re-recorded
-            self._agent_denied[key] = (d, denial.code)
-            self.stats[i].risk_denials += 1
-            self._batch.events.append(
-                EventRecord(
-                    ts,
-                    "risk_denial",
-                    denial.code,
-                    denial.message,
-                    name,
-                    {
-                        "level": "agent",
-                        "symbol": symbol,
-                        "quantity": intent.quantity,
-                        "price": ref,
-                        "position": intent.position,
-                        "state": state.label,
-                    },
-                )
-            )
+            self._agent_event(key, target, denial, intent, state)
         return kept, passed
+
+    def _agent_event(
+        self,
+        key: tuple[int, int],
+        target: int,
+        denial: Denial,
+        intent: OrderIntent,
+        state: TradingState,
+        passed: Decimal | None = None,
+    ) -> None:
+        """Record an agent-level denial of the demand for ``target`` lots (or its cut to ``passed``), once
+        while it stands."""
+        if self._agent_denied.get(key) == (target, denial.code):
+            return  # the same demand was denied for the same reason already: not re-recorded
+        self._agent_denied[key] = (target, denial.code)
+        i = key[0]
+        self.stats[i].risk_denials += 1
+        detail: dict[str, Any] = {
+            "level": "agent",
+            "symbol": intent.symbol,
+            "quantity": intent.quantity,
+            "price": intent.price,
+            "position": intent.position,
+            "state": state.label,
+        }
+        if passed is not None:
+            detail["passed"] = passed
+        self._batch.events.append(
+            EventRecord(intent.ts, "risk_denial", denial.code, denial.message, self.agents[i], detail)
+        )
 
     def _deny_halted(self, col: int, ts: int, delta: IntArray, ref: Decimal) -> None:
         """The federation is HALTED: nothing is crossed or sent; the demand is recorded once."""
-        demand = tuple((i, int(d)) for i, d in enumerate(delta.tolist()) if d)
-        key = (0, demand, HALTED.label)
+        key = (self._standing(col, delta), HALTED.label)
         if self._last_denied.get(col) == key:
             return
         self._last_denied[col] = key
         symbol, lot = self.symbols[col], self.config.lot_size
-        net = sum(d for _, d in demand)
-        names = tuple(self.agents[i] for i, _ in demand)
+        net = int(delta.sum())
+        names = tuple(self.agents[i] for i, _ in key[0])
         intent = OrderIntent(
             symbol, net * lot, ref, self.books.holding(self.n, col)[0], names, ts=ts, state=HALTED
         )
@@ -393,17 +438,28 @@ class ExecutionEngine:
             },
         )
 
+    def _standing(self, col: int, delta: IntArray) -> Standing:
+        """The demand standing for ``col``: what a portfolio-level denial is remembered by. Desired
+        positions, not quantities: they stay while a cut order moves the positions toward them."""
+        return tuple((i, int(self.desired[i, col])) for i in np.flatnonzero(delta).tolist())
+
     def _state_check(self, intent: OrderIntent, agent: int | None) -> Denial | None:
         """The trading-state rules; a denial says whose state it is, why, and until when."""
         denial = STATE_RULES.check(intent)
-        if denial is None:
-            return None
+        return None if denial is None else Denial(denial.code, f"{denial.message} ({self._why(agent)})")
+
+    def _cut(self, intent: OrderIntent, passed: Decimal, agent: int | None) -> Denial:
+        """The record of ``intent`` cut to ``passed`` (to flat) because of a REDUCING state."""
+        cut = _REDUCE_ONLY.cut(intent, passed)
+        return Denial(cut.code, f"{cut.message} ({self._why(agent)})")
+
+    def _why(self, agent: int | None) -> str:
+        """Whose trading state applies to ``agent`` (None: the portfolio), why, and until when."""
         federation = self.states[self.n]
         account = self.n if agent is None or federation.state >= self.states[agent].state else agent
         machine = self.states[account]
         until = _when(machine.until)
-        why = f"{self._account(account)} is {machine.state.name} until {until}: {machine.reason}"
-        return Denial(denial.code, f"{denial.message} ({why})")
+        return f"{self._account(account)} is {machine.state.name} until {until}: {machine.reason}"
 
     def _deny(self, ts: int, denial: Denial, detail: dict[str, Any]) -> None:
         self.risk_denials += 1
@@ -418,8 +474,15 @@ class ExecutionEngine:
         pending: _Pending,
         ref: Decimal,
         federation: TradingState,
+        delta: IntArray,
     ) -> None:
+        """Check the net order (cut to flat if the federation is REDUCING and it would flip the portfolio's
+        position) and send it, or record its denial; ``delta`` is the demand that passed the agents."""
         symbol, lot = self.symbols[col], self.config.lot_size
+        position = int(self.books.lots[self.n, col])
+        asked = net
+        if federation is REDUCING:
+            net = reducing_part(position, asked) or asked
         limit = None
         if self.config.order_type == "limit":
             offset = Decimal(repr(self.config.limit_offset_bps)) / _BPS
@@ -432,7 +495,7 @@ class ExecutionEngine:
             symbol,
             net * lot,
             ref,
-            int(self.books.lots[self.n, col]) * lot,
+            position * lot,
             names,
             limit,
             ts,
@@ -444,7 +507,9 @@ class ExecutionEngine:
         denial = self._state_check(intent, None) if federation is not ACTIVE else None
         if denial is None:
             denial = self.risk.check(intent)
-        key = (net, tuple(residual), denial.code if denial else "")
+        key = None
+        if denial or net != asked:
+            key = (self._standing(col, delta), denial.code if denial else _REDUCE_ONLY.code)
         if denial and self._last_denied.get(col) == key:
             return  # the same demand was denied for the same reason already: checked again, not re-recorded
         client_id = self._next_id("O")
@@ -468,19 +533,28 @@ class ExecutionEngine:
             self.stats[i].orders += 1
             self.stats[i].denied += bool(denial)
         if denial:
+            assert key is not None
             self.denied += 1
             self._last_denied[col] = key
-            self._deny(
-                ts,
-                denial,
-                {"level": "portfolio", "client_order_id": client_id, "symbol": symbol, "agents": list(names)},
-            )
+            self._deny(ts, denial, self._order_detail(client_id, symbol, names))
             return
-        self._last_denied.pop(col, None)
+        if key is None:
+            self._last_denied.pop(col, None)
+        elif self._last_denied.get(col) != key:
+            # Cut to flat: recorded once while the demand stands (a partial fill may cut it again).
+            self._last_denied[col] = key
+            whole = replace(intent, quantity=asked * lot)
+            detail = self._order_detail(client_id, symbol, names)
+            detail |= {"quantity": whole.quantity, "passed": intent.quantity, "position": intent.position}
+            self._deny(ts, self._cut(whole, intent.quantity, None), detail)
         pending.order = VenueOrder(client_id, col, net, self.config.order_type, limit)
         pending.record = record
         pending.allocations = residual
         self.venue.submit(pending.order)
+
+    @staticmethod
+    def _order_detail(client_id: str, symbol: str, names: tuple[str, ...]) -> dict[str, Any]:
+        return {"level": "portfolio", "client_order_id": client_id, "symbol": symbol, "agents": list(names)}
 
     # --------------------------------------------------------------------------------------- exposure
     def _exposures(self) -> None:
@@ -495,9 +569,14 @@ class ExecutionEngine:
         for i, lots in pending.cross:
             self._inflight[i, col] += lots
         if pending.order is not None:
-            for i, lots in pending.allocations:
-                self._inflight[i, col] += lots
-            self._inflight[self.n, col] += pending.order.lots
+            lots = pending.order.lots
+            shares = [x for _, x in pending.allocations]
+            if sum(shares) != lots:  # cut to flat: each agent's share of what can fill
+                sign = 1 if lots > 0 else -1
+                shares = [sign * x for x in pro_rata(abs(lots), [abs(x) for x in shares])]
+            for (i, _), x in zip(pending.allocations, shares, strict=True):
+                self._inflight[i, col] += x
+            self._inflight[self.n, col] += lots
         after = (self.books.lots[:, col] + self._inflight[:, col]) * self._mark[col]
         self._gross += np.abs(after) - np.abs(before)
         self._net += after - before
@@ -559,14 +638,17 @@ class ExecutionEngine:
             self._state_event(account, change, "circuit_breaker")
 
     def _state_event(self, account: int, change: StateChange, trigger: str, **extra: Any) -> list[str]:
-        """Record a state change; a move to HALTED cancels the working orders it concerns (their ids)."""
+        """Record a state change; a move to HALTED cancels the working orders it concerns (their ids):
+        all of them for the federation, for an agent those that only HALTED agents are in."""
         cancelled = []
         if change.after is HALTED:
             for col in sorted(self._pending):
                 pending = self._pending[col]
-                mine = {i for i, _ in pending.cross} | {i for i, _ in pending.allocations}
-                if account == self.n or account in mine:
-                    cancelled += self._cancel(col, change.ts, f"{self._account(account)} is HALTED")
+                if account != self.n:
+                    mine = {i for i, _ in pending.cross} | {i for i, _ in pending.allocations}
+                    if account not in mine or any(self.states[i].state is not HALTED for i in mine):
+                        continue  # not its order, or shared with agents still trading (module docstring)
+                cancelled += self._cancel(col, change.ts, f"{self._account(account)} is HALTED")
         until = "" if change.after is ACTIVE else f" until {_when(change.until)}"
         self._batch.events.append(
             EventRecord(
@@ -621,6 +703,68 @@ class ExecutionEngine:
         self.flush()
         return len(cancelled)
 
+    # -------------------------------------------------------------------------------------- capital
+    def rebalance(self, capital: Sequence[Decimal], ts: int) -> None:
+        """Give agent ``i`` the allocated capital ``capital[i]`` from bar time ``ts`` on, by moving cash
+        between the agents' sub-accounts: ``capital[i] - allocated[i]`` into each (out if negative).
+
+        The capitals must sum to the portfolio's total capital, so the transfers sum to zero and the
+        portfolio's account does not change. Transfers are money moved, not P&L: realized P&L and fees stay,
+        and each agent's breakers shift their references by its transfer, so a cut of capital trips
+        nothing while a loss after it counts from the shifted peak. Limits on equity (``max_leverage``)
+        read the new equity from the next bar on. Recorded at once: the agents' new cash balances and one
+        ``allocation_transfer`` event (code ``rebalance``, detail ``{agent: transfer}`` for the agents whose
+        capital changed).
+
+        >>> engine.rebalance([Decimal(15_000), Decimal(5_000)], ts)  # doctest: +SKIP
+        """
+        if len(capital) != self.n:
+            raise ValueError(f"rebalance got {len(capital)} capitals for {self.n} agents; give one per agent")
+        new = [Decimal(c) for c in capital]
+        bad = [
+            f"{self.agents[i]!r} ({c})"
+            for i, c in enumerate(new)
+            if not c.is_finite() or c < 0 or c != quantize(c)
+        ]
+        if bad:
+            raise ValueError(
+                f"rebalance capital must be >= 0 and a multiple of 1e-8 (the ledger precision); got "
+                f"{', '.join(bad)}"
+            )
+        total, before = sum(new, Decimal(0)), sum(self.allocated, Decimal(0))
+        if total != before:
+            raise ValueError(
+                f"rebalance capitals sum to {total}, not the portfolio's total capital {before}: a rebalance "
+                "moves money between agents and cannot add or remove any"
+            )
+        transfers = [c - old for c, old in zip(new, self.allocated, strict=True)]
+        assert sum(transfers, Decimal(0)) == 0, "transfers between sub-accounts must sum to zero"
+        self.allocated = new
+        moved: dict[str, str] = {}
+        shift = np.zeros(self.n + 1)
+        for i, amount in enumerate(transfers):
+            if amount:
+                self.books.transfer(i, amount)
+                shift[i] = float(amount)
+                moved[self.agents[i]] = str(amount)
+                self._batch.cash.append(CashRecord(self.agents[i], self.books.cash[i]))
+        if not moved:
+            return
+        self.breakers.shift(shift)
+        shown = ", ".join(f"{a} {Decimal(x):+}" for a, x in list(moved.items())[:5])
+        more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
+        self._batch.events.append(
+            EventRecord(
+                ts,
+                "allocation_transfer",
+                "rebalance",
+                f"capital moved between agent sub-accounts: {shown}{more} (portfolio cash unchanged)",
+                None,
+                moved,
+            )
+        )
+        self.flush()
+
     # ------------------------------------------------------------------------------------------ fills
     def _execute(self, col: int, t: int, ts: int, batch: BarBatch, outcome: BlockOutcome) -> None:
         pending = self._pending.pop(col)
@@ -644,6 +788,7 @@ class ExecutionEngine:
                     lots,
                     price,
                     Decimal(0),
+                    0,
                     pending.cross_id,
                     pending.cross_id,
                     ts,
@@ -694,13 +839,14 @@ class ExecutionEngine:
         fee_sign = -1 if fill.fee < 0 else 1
         fee_units = pro_rata(abs(to_e8(fill.fee)), [share for _, share in takers])
         for (i, share), units in zip(takers, fee_units, strict=True):
-            fee = fee_sign * from_e8(units)
+            fee_e8 = fee_sign * units
             self._book_agent(
                 i,
                 fill.col,
                 sign * share,
                 fill.price,
-                fee,
+                from_e8(fee_e8),
+                fee_e8,
                 fill.fill_id,
                 fill.client_order_id,
                 ts,
@@ -715,6 +861,7 @@ class ExecutionEngine:
         lots: int,
         price: Decimal,
         fee: Decimal,
+        fee_e8: int,
         fill_id: str,
         order_id: str,
         ts: int,
@@ -722,14 +869,14 @@ class ExecutionEngine:
         *,
         internal: bool,
     ) -> None:
-        symbol, units = self.symbols[col], lots * self.config.lot_size
+        """Book agent ``i``'s share of a fill; ``fee_e8`` is ``fee`` in integer 1e-8 units."""
+        symbol, units, name = self.symbols[col], lots * self.config.lot_size, self.agents[i]
         self.books.book(i, col, lots, price, fee)
         self._touched.add((i, col))
         self.stats[i].fills += 1
-        self._batch.allocations.append(AllocationRecord(fill_id, self.agents[i], symbol, units, price, fee))
-        outcome.fills[self.agents[i]].append(
-            (symbol, ts, float(units), float(price), float(fee), order_id, internal)
-        )
+        self._batch.allocations.append(AllocationRecord(fill_id, name, symbol, units, price, fee))
+        outcome.fills[name].append((symbol, ts, float(units), float(price), float(fee), order_id, internal))
+        outcome.fees_e8[name] += fee_e8
 
     # ----------------------------------------------------------------------------------------- ledger
     def flush(self) -> None:
@@ -790,6 +937,7 @@ class ExecutionEngine:
                     "trading_state": self.states[i].state.label,
                     "breaker_trips": int(trips[i]),
                     "risk_denials": self.stats[i].risk_denials,
+                    "allocated_capital": self.allocated[i],
                 }
             )
         net, gross = self.books.market_value(self.n, marks)
