@@ -225,3 +225,92 @@ def test_kill_switch_halts_trading_and_cancels_open_orders(tmp_path: Path, how: 
     assert summary.bars > 0 and summary.live.ticks < 1500  # type: ignore[attr-defined]
     again = cli("halt", str(ledger_path), "--run", sup.run_id)
     assert again.returncode == 2 and "is not running" in flat(again.stderr)
+
+
+SPENDER = '''
+from agents import Agent, BudgetExceeded, Signal
+
+
+class Spender(Agent):
+    """Buys one API call per bar and an LLM answer every 5th bar, whatever its budgets say."""
+
+    def on_start(self):
+        self.n = 0
+
+    def on_bar(self, bar):
+        self.n += 1
+        try:
+            with self.spend("api_calls", estimate=1):
+                pass
+            if self.n % 5 == 0:
+                with self.spend("llm_tokens", estimate=300) as s:
+                    s.settle(120 + self.n % 7)
+        except BudgetExceeded:
+            pass
+        return Signal(bar.symbol, weight=0.1 if self.n % 2 else -0.1)
+'''
+
+FLEET = """
+[federation]
+capital = 1000000
+block_size = 16
+isolation = "shared"
+ledger = "sqlite:///{ledger}"
+
+[feed]
+kind = "synthetic"
+symbols = ["AAA"]
+bars = {bars}
+interval = "1h"
+
+[budgets]
+prices = {{ api_calls = 0.01, llm_tokens = 0.00002 }}
+
+[[agents]]
+class = "spender.py:Spender"
+count = {agents}
+
+  [[agents.budgets]]
+  kind = "api_calls"
+  limit = 25
+  action = "stop"
+
+  [[agents.budgets]]
+  kind = "llm_tokens"
+  limit = 1000
+  period = "day"
+  action = "throttle"
+
+  [[agents.budgets]]
+  kind = "money"
+  limit = 0.5
+  action = "suspend"
+"""
+
+
+def _spending_fleet(tmp_path: Path, agents: int, bars: int) -> None:
+    (tmp_path / "spender.py").write_text(SPENDER)
+    path = tmp_path / "fleet.toml"
+    path.write_text(FLEET.format(ledger=tmp_path / "l.db", agents=agents, bars=bars))
+    summary = Supervisor(load_config(path), show_progress=False).run()
+    assert summary.status == "completed"
+    rows = summary.costs
+    for row in rows:
+        if row.budget is not None:
+            assert row.usage <= row.budget, row  # no budget passed, not even by one unit
+            assert row.peak_period_usage is not None and row.peak_period_usage <= row.budget, row
+    calls = [r for r in rows if r.kind == "api_calls"]
+    assert len(calls) == agents and all(r.usage == 25 and r.actions == {"stop": 1} for r in calls)
+    assert all(a.budget_state == "stopped" and a.held_steps > 0 for a in summary.agents)
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    stops = [e for e in ledger.events(summary.run_id, "budget") if e["code"] == "stop"]
+    assert sorted(e["agent"] for e in stops) == sorted(a.name for a in summary.agents)
+
+
+def test_a_fleet_of_spending_agents_never_passes_a_budget(tmp_path: Path) -> None:
+    _spending_fleet(tmp_path, agents=10, bars=120)
+
+
+@pytest.mark.slow
+def test_100_spending_agents_at_once_never_pass_a_budget(tmp_path: Path) -> None:
+    _spending_fleet(tmp_path, agents=100, bars=200)
