@@ -8,11 +8,12 @@ what the runners measured (compute seconds) and what the fills cost (fees), to m
 to reserve the next step's compute, and to collect the agents' budget states and the events for the ledger.
 
 Compute is metered after the fact: before a step the authority reserves an estimate of each capped
-agent's compute (twice its largest recent step, at least 10 ms, times the steps a throttled agent
-catches up on; cut to what is left when at least one such step still fits). An agent whose estimate
-does not fit is not called, and its budget's action applies. The actual CPU seconds are settled after the
-step and fees are charged when the fills are booked: both are the truth and are recorded even when they
-pass the cap (a settled amount above the estimate is also an ``overrun`` event).
+agent's compute (twice its typical step, at least 10 ms, times the steps a throttled agent catches up
+on; cut to what is left). An agent with less than 10 ms left is not called in that step, and its
+budget's action applies once what it used (not what is reserved) leaves no room. The actual CPU
+seconds are settled after the step and fees are charged when the fills are booked: both are the truth
+and are recorded even when they pass the cap (a settled amount above the estimate is also an
+``overrun`` event).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class BudgetService:
         self.wall_clock = settings.clock == "wall"
         self._now = start_ns
         self._compute_meter = {agent: "compute_s" in self.book.meters_with_limit(agent) for agent in budgets}
-        self._compute_rid: dict[str, int] = {}
+        self._compute_rid: dict[str, tuple[int, int]] = {}
+        """Agent -> (its compute reservation for the step under way, the steps that call covers)."""
         self._compute_refused: set[str] = set()
         self._history: dict[str, deque[int]] = {
             a: deque(maxlen=_COMPUTE_HISTORY) for a, capped in self._compute_meter.items() if capped
@@ -104,39 +106,51 @@ class BudgetService:
         """Charge the step just done (``charges``: agent -> meter -> amount in 1e-8 units, e.g.
         ``compute_s`` and ``fees``), move to ``now`` (the next step's first bar), reserve the next
         step's compute, and report the agents that are not plainly active, with the events to record."""
+        self._charge(charges, now)
+        self._reserve_compute()
+        return StepReport(self._statuses(), self.book.drain_events())
+
+    def _charge(self, charges: dict[str, dict[str, int]], now: int) -> None:
         book = self.book
         done_at = self._clock(self._now)
         for agent, meters in charges.items():
             for kind, amount in meters.items():
                 if kind == "compute_s" and agent in self._compute_rid:
-                    self._history[agent].append(amount)
-                    book.settle(self._compute_rid.pop(agent), amount)
+                    rid, steps = self._compute_rid.pop(agent)
+                    self._history[agent].append(amount // steps)  # per step: a throttled call covers several
+                    book.settle(rid, amount)
                 elif amount > 0:
                     book.charge(agent, kind, amount, done_at)
-        for agent, rid in list(self._compute_rid.items()):  # reserved, but the agent was not called
+        for rid, _ in self._compute_rid.values():  # reserved, but the agent was not called
             book.settle(rid, 0)
-            del self._compute_rid[agent]
+        self._compute_rid.clear()
         self._now = max(self._now, now)
-        clock = self._clock(self._now)
-        book.advance(clock)
+        book.advance(self._clock(self._now))
         book.expire(time.time_ns())
+
+    def _reserve_compute(self) -> None:
+        """Reserve each compute-capped agent's next step: twice its typical step (the lower median of
+        its last steps, so one heavy first call does not set the pace; at least 10 ms), times the steps
+        a throttled agent catches up on, cut to what is left. Less than 10 ms left is refused: the
+        budget's action applies if what was used is what leaves no room (not open reservations)."""
+        book = self.book
+        clock = self._clock(self._now)
         self._compute_refused.clear()
         for agent, history in self._history.items():
             state = book.state(agent)
             if state >= BudgetState.SUSPENDED:
                 continue
             steps = book.mode(agent)[0] if state is BudgetState.THROTTLED else 1
-            need = max(_MIN_COMPUTE_E8, max(history, default=0) * steps)
-            estimate = 2 * need
+            typical = sorted(history)[(len(history) - 1) // 2] if history else 0
+            estimate = 2 * max(_MIN_COMPUTE_E8, typical * steps)
             left = book.remaining(agent, "compute_s")
-            if left is not None and need <= left < estimate:
-                estimate = left  # one more step of the usual size still fits: allow it, no more
-            granted = book.reserve(agent, "compute_s", estimate, clock, time.time_ns(), act=True)
+            if left is not None:
+                estimate = min(estimate, left) if left >= _MIN_COMPUTE_E8 else _MIN_COMPUTE_E8
+            granted = book.reserve(agent, "compute_s", estimate, clock, time.time_ns())
             if isinstance(granted, Refusal):
                 self._compute_refused.add(agent)
             else:
-                self._compute_rid[agent] = granted
-        return StepReport(self._statuses(), book.drain_events())
+                self._compute_rid[agent] = (granted, steps)
 
     def _statuses(self) -> dict[str, AgentBudgetStatus]:
         out = {}
@@ -152,13 +166,10 @@ class BudgetService:
 
     def finish(self, charges: dict[str, dict[str, int]]) -> BudgetReport:
         """Charge the last step, charge every open reservation in full, and report usage per agent."""
-        events = self.step(charges, self._now).events
-        for rid in self._compute_rid.values():
-            self.book.settle(rid, 0)
-        self._compute_rid.clear()
+        self._charge(charges, self._now)  # no next step: nothing more to reserve
         self.book.expire_all("the run ended")
         spent = {agent: self.book.spent_e8(agent) for agent in self.book.states()}
-        return BudgetReport(events + self.book.drain_events(), self.book.report(), spent)
+        return BudgetReport(self.book.drain_events(), self.book.report(), spent)
 
 
 BudgetAuthority: Any = ray.remote(BudgetService)
@@ -179,7 +190,14 @@ class RayBudgetBackend:
 
     def __init__(self, authority: Any) -> None:
         self._authority = authority
-        self._unflushed = False
+        self._lock = threading.Lock()
+        self._sent = self._acked = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"authority": self._authority}  # a lock does not pickle; counts start afresh
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["authority"])  # type: ignore[misc]
 
     def reserve(self, agent: str, kind: str, amount_e8: int, ts: int) -> int | Refusal:
         answer: int | Refusal = ray.get(self._authority.reserve.remote(agent, kind, amount_e8, ts))
@@ -189,22 +207,31 @@ class RayBudgetBackend:
     # amounts were checked on this side already. flush() waits until they were handled.
     def settle(self, reservation_id: int, actual_e8: int) -> None:
         self._authority.settle.remote(reservation_id, actual_e8)
-        self._unflushed = True
+        self._sent_one()
 
     def cancel(self, reservation_id: int) -> None:
         self._authority.cancel.remote(reservation_id)
-        self._unflushed = True
+        self._sent_one()
+
+    def _sent_one(self) -> None:
+        with self._lock:  # counted after it was submitted: a flush that sees it pings after it
+            self._sent += 1
 
     def remaining(self, agent: str, kind: str) -> int | None:
         left: int | None = ray.get(self._authority.remaining.remote(agent, kind))
         return left
 
     def flush(self) -> None:
-        """Wait until the authority handled every settle and cancel this process sent (the runner calls
-        it at the end of each call, so a step's charges are in before the supervisor's next step)."""
-        if self._unflushed:
-            ray.get(self._authority.ping.remote())
-            self._unflushed = False
+        """Wait until the authority handled every settle and cancel sent through this backend (runners
+        call it at the end of each step, so a step's charges are in before the supervisor's next
+        step). Safe from several threads (a shared host's lanes)."""
+        with self._lock:
+            target = self._sent
+            if self._acked >= target:
+                return
+        ray.get(self._authority.ping.remote())
+        with self._lock:
+            self._acked = max(self._acked, target)
 
 
 class LocalBudgetBackend:

@@ -156,7 +156,7 @@ class BudgetGate:
             elif status.state is BudgetState.THROTTLED and self._step % status.throttle_factor:
                 out[name] = True
             elif not status.compute_granted:
-                out[name] = status.state is BudgetState.THROTTLED
+                out[name] = False  # it may not run again for long: its bars are not kept
         return out
 
     def finish(self) -> tuple[list[BudgetEvent], list[CostRow]]:

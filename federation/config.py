@@ -245,6 +245,15 @@ class BudgetEntry(_Model):
         return value
 
     @model_validator(mode="after")
+    def _compute_fits_a_step(self) -> BudgetEntry:
+        if self.kind == "compute_s" and self.limit < Decimal("0.01"):
+            raise ValueError(
+                f"a compute_s budget of {self.limit} s is below 0.01 s, the least one step reserves; "
+                "raise it (or cap money instead)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _window_for_rolling(self) -> BudgetEntry:
         if self.period == "rolling":
             if self.window is None:

@@ -133,7 +133,10 @@ class RunSummary(BaseModel):
     portfolio: PortfolioSummary
     costs: list[CostSummary] = Field(default_factory=list, description="Usage and cost per agent and meter.")
     halt_reason: str | None = Field(None, description="Why the kill switch halted the run, if it did.")
-    rebalances: int = Field(0, description="Capital re-splits by the [allocation] policy.")
+    rebalances: int = Field(
+        0,
+        description="Capital re-splits by the [allocation] policy that took effect (one per block at most).",
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)

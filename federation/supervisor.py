@@ -406,21 +406,23 @@ class Supervisor:
         state: _RunState,
         ledger: SQLiteLedger,
     ) -> None:
-        """Feed the block's per-bar equity of every agent to the allocation policy. A rebalance changes
-        the capital that sizes the agents' next signals, moves cash between their sub-accounts before
-        the next bar (the execution actor's ``rebalance``), and is recorded."""
+        """Feed the block's per-bar equity of every agent to the allocation policy. A rebalance takes
+        effect after the block it fell due in (in live mode: after its tick): the new capital sizes the
+        agents' next signals and cash moves between their sub-accounts (the execution actor's
+        ``rebalance``). Of several rebalances due in one block only the last takes effect and is
+        recorded, with the bar it fell due on and the bar after which it applies."""
         if allocator.schedule.every_bars is None and allocator.schedule.period is None:
             return  # never rebalances
         rebalances = allocator.observe(batch.ts, equity[:, : allocator.n_agents])
         if not rebalances:
             return
-        last = rebalances[-1]
-        ray.get(execution.rebalance.remote(list(last.capital), last.ts))
+        last, applied = rebalances[-1], int(batch.ts[-1])
+        ray.get(execution.rebalance.remote(list(last.capital), applied))
         aggregator.set_capital([float(c) for c in last.capital])
-        state.rebalances += len(rebalances)
+        state.rebalances += 1
         names = list(state.order)
         state.capital = {n: float(c) for n, c in zip(names, last.capital, strict=True)}
-        ledger.write(self.run_id, LedgerBatch(events=[_rebalance_event(r, names) for r in rebalances]))
+        ledger.write(self.run_id, LedgerBatch(events=[_rebalance_event(last, names, applied)]))
 
     def _budget_step(self, gate: BudgetGate, aggregator: Aggregator, ledger: SQLiteLedger) -> None:
         """Read the budget authority's answer for the coming step: record its events, flatten the
@@ -761,7 +763,7 @@ class Supervisor:
         )
 
 
-def _rebalance_event(rebalance: Rebalance, names: list[str]) -> EventRecord:
+def _rebalance_event(rebalance: Rebalance, names: list[str], applied_ts: int) -> EventRecord:
     return EventRecord(
         rebalance.ts,
         "allocation",
@@ -771,6 +773,7 @@ def _rebalance_event(rebalance: Rebalance, names: list[str]) -> EventRecord:
         {
             "weights": dict(zip(names, rebalance.weights, strict=True)),
             "capital": {n: str(c) for n, c in zip(names, rebalance.capital, strict=True)},
+            "applied_after_ts": applied_ts,
         },
     )
 

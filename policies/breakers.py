@@ -179,26 +179,34 @@ class CircuitBreakers:
             )
         return trips
 
-    def shift(self, amounts: FloatArray) -> None:
-        """Add ``amounts`` (one per account) to what each breaker measures losses from: the peak, the
-        equity it was armed with and the equity history of its window.
+    def shift(self, amounts: FloatArray, equity: FloatArray) -> None:
+        """Money ``amounts`` (one per account) moved into (or out of) accounts whose equity was
+        ``equity``: neither gain nor loss, such as a capital rebalance.
 
-        For money moved into (or out of) an account that is neither gain nor loss, such as a capital
-        rebalance: equity and references move together, so the transfer trips nothing, and a loss after
-        it is measured from the shifted references.
+        Each breaker scales what it measures losses from (the peak, the equity it was armed with, the
+        equity history of its window) by ``(equity + amount) / equity``, so every percentage it tests
+        is what it was: a cut of capital trips nothing, and a loss after it counts from the scaled peak.
+        An account left with no positive equity on either side is re-armed from its new equity.
 
         >>> spec = BreakerSpec(None, 300 * 10**9, 15.0, TradingState.REDUCING, 60 * 10**9, None)
         >>> bank = CircuitBreakers([spec], [100.0])
-        >>> bank.shift(np.array([-50.0]))
-        >>> bank.update(0, np.array([50.0])), bank.update(1, np.array([42.5]))[0].reference
-        ([], 50.0)
+        >>> bank.update(0, np.array([90.0]))  # 10 % below the peak
+        []
+        >>> bank.shift(np.array([-60.0]), np.array([90.0]))  # 90 -> 30: the peak 100 -> 33.3
+        >>> bank.update(1, np.array([30.0])), round(bank.update(2, np.array([28.0]))[0].reference, 2)
+        ([], 33.33)
         """
         if not len(self.accounts):
             return
         moved = np.asarray(amounts, dtype=float)[self.accounts]
-        self._peak += moved
-        self._armed_equity += moved
-        self._hist_equity[self._head : self._tail] += moved
+        before = np.asarray(equity, dtype=float)[self.accounts]
+        after = before + moved
+        sound = (before > 0) & (after > 0)
+        factor = np.where(sound, after / np.where(sound, before, 1.0), 1.0)
+        self._peak = np.where(sound, self._peak * factor, after)
+        self._armed_equity = np.where(sound, self._armed_equity * factor, after)
+        rows = slice(self._head, self._tail)
+        self._hist_equity[rows] = np.where(sound, self._hist_equity[rows] * factor, after)
 
     def _window_loss(
         self, ts: int, eq: FloatArray, live: npt.NDArray[np.bool_]

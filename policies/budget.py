@@ -16,10 +16,11 @@ Rules, per agent and budget (:class:`BudgetLimit`):
   (compute seconds of a callback, trading fees).
 - Periods: ``run`` (one total), ``day`` (UTC calendar day of the clock), ``rolling`` (the last
   ``window_ns``). The clock is the time passed in by the caller (bar time in backtests).
-- Thresholds: at ``soft`` x limit a ``soft_limit`` event; at the limit (usage reaches it, or a
-  reservation is refused by it) the budget's action: ``throttle``, ``suspend`` or ``stop``. Throttle and
-  suspend last until the period frees the budget again (a new day, the window moving on); stop lasts for
-  the rest of the run. An agent's state is the strongest action among its budgets.
+- Thresholds: at ``soft`` x limit a ``soft_limit`` event; at the limit (usage reaches it, or a request
+  that would fit an empty period no longer fits beside what was used) the budget's action:
+  ``throttle``, ``suspend`` or ``stop``. Throttle and suspend last until the period frees the budget
+  again (a new day, the window moving on); stop lasts for the rest of the run. An agent's state is
+  the strongest action among its budgets.
 """
 
 from __future__ import annotations
@@ -249,15 +250,13 @@ class BudgetBook:
             raise KeyError(f"unknown agent {agent!r} (agents of this run include {known})")
 
     # ------------------------------------------------------------------------------------- spending
-    def reserve(
-        self, agent: str, kind: str, amount_e8: int, now: int, wall_ns: int, *, act: bool = False
-    ) -> int | Refusal:
+    def reserve(self, agent: str, kind: str, amount_e8: int, now: int, wall_ns: int) -> int | Refusal:
         """Hold ``amount_e8`` of ``kind`` for ``agent``; a reservation id, or why it was refused.
 
-        A refusal applies the budget's action when the budget is spent for such a request: what was
-        already used (not merely reserved) leaves no room for it and is past the soft limit. Earlier
-        (an oversized request, or room taken by reservations still open) it is only refused. ``act``
-        applies the action on any refusal (the compute a step needs: without it the agent cannot run).
+        A refusal applies the budget's action when the budget is spent for such a request: the request
+        would fit an empty period, but what was already used (not merely reserved) leaves no room for
+        it. A request larger than the whole budget, or one that only collides with reservations still
+        open, is just refused.
         """
         self._check_agent(agent)
         if amount_e8 < 0:
@@ -269,7 +268,7 @@ class BudgetBook:
         for tally, amount in shares:
             if amount > tally.remaining():
                 usage.refusals += 1
-                return self._refuse(agent, kind, amount_e8, tally, amount, now, act)
+                return self._refuse(agent, kind, amount_e8, tally, amount, now)
         for tally, amount in shares:
             tally.reserved_e8 += amount
             tally.reservations += 1
@@ -527,9 +526,7 @@ class BudgetBook:
         if not tally.hit and tally.used_e8 >= limit.limit_e8:
             self._hit(agent, tally, ts, f"used {tally.used_e8 / E8:g}, the whole budget")
 
-    def _refuse(
-        self, agent: str, kind: str, amount_e8: int, tally: _Tally, amount: int, now: int, act: bool
-    ) -> Refusal:
+    def _refuse(self, agent: str, kind: str, amount_e8: int, tally: _Tally, amount: int, now: int) -> Refusal:
         limit = tally.limit
         tally.refusals += 1
         left = max(tally.remaining(), 0)
@@ -553,8 +550,10 @@ class BudgetBook:
                     {"meter": kind, "used": _exact(tally.used_e8), "reserved": _exact(tally.reserved_e8)},
                 )
             )
-        spent = tally.used_e8 + amount > limit.limit_e8 and tally.used_e8 >= limit.soft * limit.limit_e8
-        if not tally.hit and (act or spent):
+        # Spent for such a request: it would fit an empty period, but not beside what was already used
+        # (reservations still open do not count: they may yet be released).
+        spent = amount <= limit.limit_e8 < tally.used_e8 + amount
+        if not tally.hit and spent:
             self._hit(agent, tally, now, f"a reservation of {amount_e8 / E8:g} {kind} did not fit")
         return Refusal(message, limit.kind, limit.limit_e8, left)
 
@@ -576,7 +575,7 @@ class BudgetBook:
         if new is BudgetState.STOPPED and cause.limit.on_suspend == "flatten":
             self._stop_flatten.add(agent)
         limit = cause.limit
-        code = _ACTION_OF.get(new, "resume")
+        code = "resume" if new < old else _ACTION_OF[new]
         if new < old:
             cause.actions["resume"] = cause.actions.get("resume", 0) + 1
             message = (

@@ -190,11 +190,46 @@ def test_compute_is_reserved_per_step_and_cut_to_what_is_left() -> None:
     assert service.book.remaining("a", "compute_s") == units(0.98)
     report = service.step({"a": {"compute_s": units(0.3)}}, 1)  # 0.3 s used: reserve 0.6 for the next
     assert report.statuses == {} and service.book.remaining("a", "compute_s") == units(0.1)
-    service.step({"a": {"compute_s": units(0.3)}}, 2)  # 0.6 used, 0.4 left: one more 0.3 s step fits
+    service.step({"a": {"compute_s": units(0.3)}}, 2)  # 0.6 used, 0.4 left: the rest is reserved
     assert service.book.remaining("a", "compute_s") == 0 and service._compute_rid
-    report = service.step({"a": {"compute_s": units(0.35)}}, 3)  # 0.95 used: 0.35 more does not fit
+    report = service.step({"a": {"compute_s": units(0.395)}}, 3)  # 0.995 used: 5 ms left, too little
     assert report.statuses["a"].state is BudgetState.SUSPENDED and not report.statuses["a"].compute_granted
     assert [e.code for e in report.events] == ["soft_limit", "refused", "suspend"]
+
+
+def test_a_heavy_first_step_does_not_set_the_compute_pace() -> None:
+    service = BudgetService({"a": [limit("compute_s", 1.0)]}, BudgetSettings())
+    service.step({}, 0)
+    service.step({"a": {"compute_s": units(0.6)}}, 1)  # on_start + first block: 0.6 s; 0.4 reserved
+    service.step({"a": {"compute_s": units(0.005)}}, 2)  # then 5 ms steps
+    service.step({"a": {"compute_s": units(0.005)}}, 3)
+    # the lower median of (0.6, 5 ms, 5 ms) is 5 ms: 20 ms (twice the 10 ms minimum) is reserved
+    assert service.book.remaining("a", "compute_s") == units(1 - 0.61 - 0.02)
+    assert service.book.state("a") is BudgetState.ACTIVE
+
+
+def test_compute_refused_for_room_held_by_an_open_reservation_is_retried_not_acted_on() -> None:
+    service = BudgetService(
+        {"a": [limit("money", 1.0)]},
+        BudgetSettings(prices={"compute_s": Decimal(1), "api_calls": Decimal("0.5")}),
+    )
+    rid = service.reserve("a", "api_calls", units(1.98), 0)  # 0.99 of the money budget, still open
+    assert isinstance(rid, int)
+    service.step({}, 0)  # 0.01 left: reserved for the first step
+    report = service.step({"a": {"compute_s": units(0.001)}}, 1)  # 9 ms left: too little, retried
+    assert not report.statuses["a"].compute_granted and report.statuses["a"].state is BudgetState.ACTIVE
+    service.cancel(rid)
+    report = service.step({}, 2)
+    assert report.statuses == {}  # granted again: no lasting action
+
+
+def test_finish_charges_the_last_step_without_reserving_another() -> None:
+    service = BudgetService({"a": [limit("compute_s", 0.1)]}, BudgetSettings())
+    for t in range(3):
+        service.step({"a": {"compute_s": units(0.03)}} if t else {}, t)
+    final = service.finish({"a": {"compute_s": units(0.03)}})
+    assert "suspend" not in [e.code for e in final.events]
+    assert [r["state"] for r in final.rows] == ["active"]
 
 
 def test_finish_returns_the_events_of_the_last_charges() -> None:
@@ -432,6 +467,7 @@ def test_budget_entry_converts_to_exact_units() -> None:
         ({"kind": "api_call", "limit": 1}, "did you mean 'api_calls'"),
         ({"kind": "compute", "limit": 1}, "did you mean 'compute_s'"),
         ({"kind": "money", "limit": "0.000000001"}, "finer than 1e-8"),
+        ({"kind": "compute_s", "limit": "0.005"}, "below 0.01 s"),
         ({"kind": "api_calls", "limit": 0}, "greater than 0"),
         ({"kind": "api_calls", "limit": 1, "period": "rolling"}, "needs a window"),
         ({"kind": "api_calls", "limit": 1, "window": "1h"}, "only for period 'rolling'"),

@@ -42,7 +42,7 @@ def test_inverse_volatility_rebalances_resize_agents_and_are_recorded(tmp_path: 
         min_periods = 10
         """,
     )
-    config = load_config(path)
+    config = load_config(path, overrides={"block_size": 16})  # a rebalance applies at a block's end
     summary = run_fleet(config)
     assert summary.status == "completed"
     assert summary.rebalances >= 20  # two years of monthly re-splits
@@ -54,6 +54,9 @@ def test_inverse_volatility_rebalances_resize_agents_and_are_recorded(tmp_path: 
     assert len(events) == summary.rebalances
     for event in events:
         assert event["code"] == "inverse_volatility"
+        assert (
+            event["ts"] <= event["detail"]["applied_after_ts"] < event["ts"] + 30 * 86_400 * 10**9
+        )  # 16 bars
         assert sum(Decimal(v) for v in event["detail"]["capital"].values()) == Decimal(100_000)
         assert sum(event["detail"]["weights"].values()) == pytest.approx(1.0)
     # the cash moved between the agents' accounts: never created or lost

@@ -392,7 +392,7 @@ def test_a_transfer_shifts_the_references_so_only_real_losses_trip() -> None:
     assert bank.update(0, np.array([10_000.0, 10_000.0, 10_000.0])) == []
     assert bank.update(MIN, np.array([11_000.0, 10_000.0, 10_000.0])) == []  # a0's peak: 11,000
     # half of a0's and a1's capital moves to a2: a 50 % fall of equity that is no loss
-    bank.shift(np.array([-5_500.0, -5_000.0, 10_500.0]))
+    bank.shift(np.array([-5_500.0, -5_000.0, 10_500.0]), np.array([11_000.0, 10_000.0, 10_000.0]))
     assert bank.update(2 * MIN, np.array([5_500.0, 5_000.0, 20_500.0])) == []
     assert bank.update(3 * MIN, np.array([4_676.0, 4_751.0, 20_500.0])) == []
     trips = bank.update(4 * MIN, np.array([4_675.0, 4_750.0, 20_500.0]))  # 15 % / 5 % below, shifted
@@ -405,9 +405,24 @@ def test_a_transfer_shifts_the_references_so_only_real_losses_trip() -> None:
 def test_a_transfer_is_not_a_loss_or_a_gain_in_the_loss_window() -> None:
     bank = CircuitBreakers([spec(loss=5, window=2 * MIN)], [100.0])
     assert run_path(bank, [(0, 100), (MIN, 100)]) == []
-    bank.shift(np.array([100.0]))  # capital doubled: the window's start (100) is now 200
+    bank.shift(np.array([100.0]), np.array([100.0]))  # capital doubled: the window's start 100 -> 200
     assert run_path(bank, [(2 * MIN, 191)]) == [], "4.5 % below 200"
     assert run_path(bank, [(3 * MIN, 189)]) == [(3 * MIN, "loss_window")], "5.5 % lost of 200, not a gain"
+
+
+def test_a_transfer_below_the_peak_keeps_the_drawdown_percentage() -> None:
+    bank = CircuitBreakers([spec(drawdown=15)], [100_000.0])
+    assert run_path(bank, [(0, 100_000), (MIN, 90_000)]) == []  # 10 % below the peak
+    bank.shift(np.array([-60_000.0]), np.array([90_000.0]))  # 90k -> 30k: the peak scales to 33.3k
+    assert run_path(bank, [(2 * MIN, 30_000)]) == [], "still 10 % below, not 25 %"
+    assert run_path(bank, [(3 * MIN, 28_000)]) == [(3 * MIN, "drawdown")], "16 % below 33.3k"
+
+
+def test_a_transfer_that_empties_an_account_rearms_its_breaker() -> None:
+    bank = CircuitBreakers([spec(drawdown=15)], [100.0])
+    bank.shift(np.array([-100.0]), np.array([100.0]))
+    bank.shift(np.array([50.0]), np.array([0.0]))  # re-armed from 50
+    assert run_path(bank, [(0, 50)]) == [] and run_path(bank, [(MIN, 42)]) == [(MIN, "drawdown")]
 
 
 def test_breaker_spec_refuses_nonsense() -> None:

@@ -31,7 +31,7 @@ positions are asked for, for the same reason. Everything a block produced is wri
 transaction at the end of the block.
 
 Capital rebalances (:meth:`ExecutionEngine.rebalance`) move cash between the agents' sub-accounts; the
-portfolio's account does not change, and the breakers shift their references so a transfer is neither a
+portfolio's account does not change, and the breakers scale their references so a transfer is neither a
 gain nor a loss.
 """
 
@@ -710,8 +710,8 @@ class ExecutionEngine:
 
         The capitals must sum to the portfolio's total capital, so the transfers sum to zero and the
         portfolio's account does not change. Transfers are money moved, not P&L: realized P&L and fees stay,
-        and each agent's breakers shift their references by its transfer, so a cut of capital trips
-        nothing while a loss after it counts from the shifted peak. Limits on equity (``max_leverage``)
+        and each agent's breakers scale their references by its transfer, so a cut of capital trips
+        nothing while a loss after it counts from the scaled peak. Limits on equity (``max_leverage``)
         read the new equity from the next bar on. Recorded at once: the agents' new cash balances and one
         ``allocation_transfer`` event (code ``rebalance``, detail ``{agent: transfer}`` for the agents whose
         capital changed).
@@ -750,7 +750,8 @@ class ExecutionEngine:
                 self._batch.cash.append(CashRecord(self.agents[i], self.books.cash[i]))
         if not moved:
             return
-        self.breakers.shift(shift)
+        self.breakers.shift(shift, self._equity)
+        self._equity = self._equity + shift  # the float mirror of equity moves with the cash
         shown = ", ".join(f"{a} {Decimal(x):+}" for a, x in list(moved.items())[:5])
         more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
         self._batch.events.append(

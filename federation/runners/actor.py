@@ -13,7 +13,7 @@ import ray
 from agents.base import Agent
 from agents.model import BarBatch, FillRow
 from federation.runners.base import AgentErrors
-from federation.runners.host import AgentBlockResult, AgentHost
+from federation.runners.host import AgentBlockResult, AgentHost, flush_budgets
 from federation.runners.usage import AgentUsage, process_usage
 
 
@@ -28,10 +28,14 @@ class _AgentService:
     def process(self, block: BarBatch, fills: list[FillRow], hold: bool | None) -> list[AgentBlockResult]:
         if hold is not None:
             return [self.host.hold(block, fills, keep_bars=hold)]
-        return [self.host.process(block, fills)]
+        result = self.host.process(block, fills)
+        flush_budgets([self.host])
+        return [result]
 
     def stop(self, fills: list[FillRow]) -> AgentErrors:
-        return [(self.host.name, e) for e in self.host.stop(fills)]
+        errors = [(self.host.name, e) for e in self.host.stop(fills)]
+        flush_budgets([self.host])
+        return errors
 
     def usage(self) -> list[AgentUsage]:
         return process_usage([self.host.name])

@@ -6,7 +6,7 @@ Every isolation tier wraps hosts: the actor tier puts one host in a dedicated Ra
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +93,6 @@ class AgentHost:
         fills, self._held_fills, self._held = [*self._held_fills, *fills], [], []
         errors = self._deliver(fills)
         error = self._call("on_stop", 0, self.agent.on_stop)[1]
-        self.agent._budget.flush()  # settled before the run's budgets are closed
         return [*errors, error] if error else errors
 
     def _deliver(self, fills: Sequence[Fill | FillRow]) -> list[HookError]:
@@ -166,8 +165,6 @@ class AgentHost:
             _fold_held_rows(result, held_rows)
         if isinstance(agent._budget, UnlimitedBudget):
             result.spent = agent._budget.collect()
-        else:
-            agent._budget.flush()  # this step's settles reach the authority before the next step
         result.bars = int(view.valid.sum())
         result.errors = len(errors)
         result.error_details = errors[:MAX_MESSAGES]
@@ -231,3 +228,11 @@ def _fold_held_rows(result: AgentBlockResult, held_rows: int) -> None:
         w[0, take] = past_w[last, cols][take]
         c[0, take] = past_c[last, cols][take]
     result.weights, result.confidences = w, c
+
+
+def flush_budgets(hosts: Iterable[AgentHost]) -> None:
+    """Wait until the budget authority handled every settle the hosts' agents sent (each backend once):
+    runners call it at the end of each step, so a step's charges are in before the supervisor's next."""
+    backends = {id(h.agent._budget): h.agent._budget for h in hosts}
+    for backend in backends.values():
+        backend.flush()

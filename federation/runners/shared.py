@@ -20,7 +20,7 @@ import ray
 from agents.base import Agent
 from agents.model import BarBatch, FillRow
 from federation.runners.base import AgentErrors, RunnerLimits, trim_backlog
-from federation.runners.host import AgentBlockResult, AgentHost
+from federation.runners.host import AgentBlockResult, AgentHost, flush_budgets
 from federation.runners.lane import LaneRunner
 from federation.runners.usage import AgentUsage, process_usage
 
@@ -105,6 +105,7 @@ class _HostService:
             calls.append((name, partial(self.hosts[name].process, batch, agent_fills)))
         deadline = limits.decision_timeout_s if limits.live else limits.call_timeout_s
         done, overran = self.lanes.run(calls, deadline)
+        flush_budgets(self.hosts.values())
         out += done.values()
         for name in overran:
             if limits.live:
@@ -135,6 +136,7 @@ class _HostService:
             errors.append(
                 (name, AgentHost.suspension(name, "on_stop", 0, self.limits.call_timeout_s).error_details[0])
             )
+        flush_budgets(self.hosts.values())
         self.lanes.close()
         return errors
 
