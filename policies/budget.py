@@ -371,9 +371,6 @@ class BudgetBook:
     def states(self) -> dict[str, BudgetState]:
         return dict(self._state)
 
-    def budgets(self, agent: str) -> list[BudgetLimit]:
-        return [t.limit for t in self._tallies[agent]]
-
     def meters_with_limit(self, agent: str) -> set[str]:
         """Meters that count toward some budget of ``agent`` (``money`` budgets: every priced meter)."""
         kinds = {t.limit.kind for t in self._tallies[agent]}
