@@ -41,9 +41,9 @@ from federation.ledger import (
     AgentRecord,
     CostRow,
     EventRecord,
+    Ledger,
     LedgerBatch,
     RunRecord,
-    SQLiteLedger,
     absolute_ledger_url,
     open_ledger,
 )
@@ -136,7 +136,7 @@ class Supervisor:
         process: ``federation halt LEDGER`` (a request in the ledger that the supervisor polls)."""
         self._halt_reason = reason
 
-    def _halt_requested(self, state: _RunState, ledger: SQLiteLedger) -> bool:
+    def _halt_requested(self, state: _RunState, ledger: Ledger) -> bool:
         reason = self._halt_reason or ledger.pending_halt(self.run_id)
         if reason is not None:
             state.halted = reason
@@ -174,7 +174,7 @@ class Supervisor:
         finally:
             ledger.close()
 
-    def _run(self, market: MarketData, fleet: list[AgentSpec], ledger: SQLiteLedger) -> RunSummary:
+    def _run(self, market: MarketData, fleet: list[AgentSpec], ledger: Ledger) -> RunSummary:
         cfg, started = self.config, time.perf_counter()
         ledger.begin_run(
             RunRecord(
@@ -365,7 +365,7 @@ class Supervisor:
         aggregator: Aggregator,
         execution: Any,
         state: _RunState,
-        ledger: SQLiteLedger,
+        ledger: Ledger,
         gate: BudgetGate,
         allocator: CapitalAllocator,
     ) -> dict[str, list[FillRow]]:
@@ -404,7 +404,7 @@ class Supervisor:
         aggregator: Aggregator,
         execution: Any,
         state: _RunState,
-        ledger: SQLiteLedger,
+        ledger: Ledger,
     ) -> None:
         """Feed the block's per-bar equity of every agent to the allocation policy. A rebalance takes
         effect after the block it fell due in (in live mode: after its tick): the new capital sizes the
@@ -424,7 +424,7 @@ class Supervisor:
         state.capital = {n: float(c) for n, c in zip(names, last.capital, strict=True)}
         ledger.write(self.run_id, LedgerBatch(events=[_rebalance_event(last, names, applied)]))
 
-    def _budget_step(self, gate: BudgetGate, aggregator: Aggregator, ledger: SQLiteLedger) -> None:
+    def _budget_step(self, gate: BudgetGate, aggregator: Aggregator, ledger: Ledger) -> None:
         """Read the budget authority's answer for the coming step: record its events, flatten the
         agents whose budget action says so."""
         events, flatten = gate.collect()
@@ -435,7 +435,7 @@ class Supervisor:
                 log.warning("budget: %s", event.message)
             ledger.write(self.run_id, LedgerBatch(events=[budget_event_record(e) for e in events]))
 
-    def _finish_budgets(self, gate: BudgetGate, state: _RunState, ledger: SQLiteLedger) -> None:
+    def _finish_budgets(self, gate: BudgetGate, state: _RunState, ledger: Ledger) -> None:
         """Close the budgets: last charges, open reservations charged in full, the cost rows recorded."""
         events, state.costs = gate.finish()
         state.budget_states = gate.final_states
@@ -452,7 +452,7 @@ class Supervisor:
         aggregator: Aggregator,
         execution: Any,
         state: _RunState,
-        ledger: SQLiteLedger,
+        ledger: Ledger,
         gate: BudgetGate,
         allocator: CapitalAllocator,
     ) -> dict[str, list[FillRow]]:
@@ -573,7 +573,7 @@ class Supervisor:
                 continue
 
     def _stop(
-        self, runners: list[Runner], fills: dict[str, list[FillRow]], state: _RunState, ledger: SQLiteLedger
+        self, runners: list[Runner], fills: dict[str, list[FillRow]], state: _RunState, ledger: Ledger
     ) -> None:
         """Deliver the last fills and call ``on_stop`` for every agent not suspended."""
         live = [r for r in runners if self._has_active(r, state)]
@@ -593,9 +593,7 @@ class Supervisor:
                 self._count_error(name, HookError("on_stop", 0, message, ""), state, batch)
         ledger.write(self.run_id, batch)
 
-    def _record_results(
-        self, results: list[AgentBlockResult], state: _RunState, ledger: SQLiteLedger
-    ) -> None:
+    def _record_results(self, results: list[AgentBlockResult], state: _RunState, ledger: Ledger) -> None:
         batch = LedgerBatch()
         order = state.order
         results.sort(key=lambda r: order[r.name])  # runners answer in any order; the ledger does not
@@ -648,7 +646,7 @@ class Supervisor:
                 )
             )
 
-    def _record_data_issues(self, market: MarketData, ledger: SQLiteLedger) -> None:
+    def _record_data_issues(self, market: MarketData, ledger: Ledger) -> None:
         if not market.issues:
             return
         log.warning("feed: %d records skipped, e.g. %s", len(market.issues), market.issues[0])

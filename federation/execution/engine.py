@@ -57,11 +57,11 @@ from federation.ledger import (
     CashRecord,
     EventRecord,
     FillRecord,
+    Ledger,
     LedgerBatch,
     OrderRecord,
     OrderStatus,
     PositionRecord,
-    SQLiteLedger,
 )
 from federation.money import from_e8, quantize, round_to_tick, to_e8
 from policies.breakers import BreakerSpec, CircuitBreakers, Trip
@@ -178,7 +178,7 @@ class ExecutionEngine:
         symbols: tuple[str, ...],
         config: ExecutionConfig,
         risk: RiskPolicy,
-        ledger: SQLiteLedger | None,
+        ledger: Ledger | None,
         agent_risk: Sequence[RiskPolicy | None] | None = None,
         breakers: Sequence[BreakerSpec | None] | None = None,
         price_ticks: Mapping[str, Decimal] | None = None,

@@ -7,6 +7,7 @@ ledger is not built yet (planned: asyncpg backend behind the same interface).
 from __future__ import annotations
 
 from federation.errors import ConfigError, LedgerError
+from federation.ledger.base import Ledger
 from federation.ledger.records import (
     PORTFOLIO,
     AgentRecord,
@@ -31,6 +32,7 @@ __all__ = [
     "CostRow",
     "EventRecord",
     "FillRecord",
+    "Ledger",
     "LedgerBatch",
     "OrderRecord",
     "OrderStatus",

@@ -115,6 +115,7 @@ class SQLiteLedger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
@@ -363,6 +364,10 @@ class SQLiteLedger:
     def run_status(self, run_id: str) -> str | None:
         row = self._db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return None if row is None else str(row[0])
+
+    def summary(self, run_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT summary_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None or row[0] is None else dict(json.loads(row[0]))
 
     def positions(self, run_id: str, account: str = PORTFOLIO) -> dict[str, Decimal]:
         """Recorded positions of ``account`` (the portfolio by default), nonzero only."""
