@@ -29,6 +29,39 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LedgerSettings(_Model):
+    """``[ledger]``: the write-behind buffer between the trading loop and the ledger database."""
+
+    buffer_batches: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Batches (one per block or tick) that may wait to be written; when full, the run "
+        "waits for room (back-pressure) instead of growing without bound.",
+    )
+    merge_batches: int = Field(
+        64, ge=1, le=10_000, description="Consecutive waiting batches written in one transaction."
+    )
+    flush_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="At the end of a run, how long to wait for an unreachable database before saving "
+        "the unwritten batches to a file (`federation ledger-replay` writes them later).",
+    )
+    retry_initial_s: float = Field(0.05, gt=0, le=60, description="First retry delay after a failed write.")
+    retry_max_s: float = Field(2.0, gt=0, le=600, description="Longest retry delay (the delay doubles).")
+    pool_size: int = Field(4, ge=1, le=100, description="PostgreSQL connections per process (pool size).")
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> LedgerSettings:
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError(
+                f"retry_max_s ({self.retry_max_s}) is below retry_initial_s ({self.retry_initial_s}); "
+                "the delay grows from the first to the longest"
+            )
+        return self
+
+
 class FederationSettings(_Model):
     """``[federation]``: capital, ledger, seed and the batching of the data plane."""
 
@@ -36,7 +69,8 @@ class FederationSettings(_Model):
     currency: str = Field("USD", min_length=1, description="Currency of capital, prices and fees.")
     ledger: str = Field(
         "sqlite:///federation.db",
-        description="Ledger URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or a plain path.",
+        description="Ledger URL: sqlite:///relative/path.db, sqlite:////absolute/path.db, a plain path, or "
+        "postgresql://user@host:5432/db (PostgreSQL; add ?search_path=schema for a schema of its own).",
     )
     seed: int = Field(0, ge=0, description="Seed for everything random (synthetic feed).")
     block_size: int = Field(
@@ -590,6 +624,7 @@ class FleetConfig(_Model):
     """The whole config file."""
 
     federation: FederationSettings = FederationSettings()
+    ledger: LedgerSettings = LedgerSettings()
     feed: FeedConfig
     execution: ExecutionConfig = ExecutionConfig()
     risk: RiskConfig = RiskConfig()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from federation.errors import UserInputError
-from federation.ledger import SQLiteLedger, check_ledger_url, open_ledger
+from federation.errors import ConfigError, UserInputError
+from federation.ledger import Ledger, check_ledger_url, is_postgres_url, mask_url, open_ledger
 from federation.ledger.sqlite import sqlite_path
 
 
@@ -18,13 +18,39 @@ def _looks_like_ledger(target: str) -> bool:
     return "://" in target or target.endswith((".db", ".sqlite", ".sqlite3")) or Path(target).is_file()
 
 
-def open_existing_ledger(url: str) -> SQLiteLedger:
-    """Open a ledger that must exist already (reading it must not create an empty file)."""
+def open_existing_ledger(url: str) -> Ledger:
+    """Open a ledger that must exist already (reading it must not create an empty file, nor tables in
+    a database that holds no ledger)."""
     check_ledger_url(url)
+    if is_postgres_url(url):
+        if not _holds_ledger(url):
+            raise UserInputError(
+                f"ledger {mask_url(url)!r}: the database (or its search_path schema) holds no federation "
+                "ledger; give the URL the run was written to"
+            )
+        return open_ledger(url)
     path = sqlite_path(url)
     if not path.is_file():
         raise UserInputError(f"ledger {url!r}: no such file ({path.resolve()}); give the ledger of the run")
     return open_ledger(url)
+
+
+def _holds_ledger(url: str) -> bool:
+    import asyncio
+
+    import asyncpg
+
+    async def probe() -> bool:
+        try:
+            conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1], timeout=10)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ConfigError(f"ledger {mask_url(url)!r}: cannot connect ({exc}); check the URL") from None
+        try:
+            return bool(await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(probe())
 
 
 def find_run(target: str, run_id: str | None, default_ledger: str) -> tuple[str, str]:

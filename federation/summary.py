@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, Field
 from rich.console import Console
@@ -111,6 +112,40 @@ class LiveSummary(BaseModel):
     late_answers: int = Field(description="Runner answers that arrived after the tick that asked.")
 
 
+class LedgerWriterSummary(BaseModel):
+    """One process's write-behind buffer over the run (the supervisor's, the execution actor's)."""
+
+    writer: str
+    batches: int = Field(description="Batches handed to the buffer.")
+    transactions: int = Field(description="Transactions committed (waiting batches are merged).")
+    outages: int = Field(description="Times the database could not be written (each is a ledger event).")
+    outage_s: float = Field(description="Seconds the database could not be written, summed.")
+    max_queued: int = Field(description="The most writes that waited at once.")
+    backpressure_s: float = Field(description="Seconds the run waited for room in a full buffer.")
+    retried_duplicates: int = Field(
+        description="Retried writes the database had already committed (applied once)."
+    )
+    unwritten_file: str | None = Field(
+        None, description="Where writes were saved when the database never came back (ledger-replay)."
+    )
+    error: str | None = None
+
+    @staticmethod
+    def from_report(state: dict[str, Any], error: str | None = None) -> LedgerWriterSummary:
+        return LedgerWriterSummary(
+            writer=state["writer"],
+            batches=state["batches"],
+            transactions=state["transactions"],
+            outages=len(state["outages"]),
+            outage_s=state["outage_s"],
+            max_queued=state["max_queued"],
+            backpressure_s=state["backpressure_s"],
+            retried_duplicates=state["retried_duplicates"],
+            unwritten_file=state["unwritten_file"],
+            error=error,
+        )
+
+
 class RunSummary(BaseModel):
     run_id: str
     status: str = Field(description="completed, halted (kill switch), interrupted or failed.")
@@ -136,6 +171,10 @@ class RunSummary(BaseModel):
     rebalances: int = Field(
         0,
         description="Capital re-splits by the [allocation] policy that took effect (one per block at most).",
+    )
+    ledger_writers: list[LedgerWriterSummary] = Field(
+        default_factory=list,
+        description="The write-behind buffers (supervisor, execution): batches, database outages, waits.",
     )
 
     def to_json(self) -> str:

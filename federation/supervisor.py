@@ -33,26 +33,35 @@ from agents.model import BarBatch, FillRow
 from federation.aggregator import Aggregator
 from federation.budget_gate import BudgetGate, budget_event_record
 from federation.config import FleetConfig
-from federation.errors import AgentLoadError, ConfigError
+from federation.errors import AgentLoadError, ConfigError, LedgerError
 from federation.execution import start_execution_actor
 from federation.feeds import MarketData, load_feed
 from federation.fleet import AgentSpec, build_fleet
 from federation.ledger import (
     AgentRecord,
+    BufferedLedger,
     CostRow,
     EventRecord,
     Ledger,
     LedgerBatch,
     RunRecord,
     absolute_ledger_url,
-    open_ledger,
+    mask_url,
+    open_buffered_ledger,
 )
 from federation.live import LiveStats, TickClock, newest
 from federation.ray_runtime import ensure_ray
 from federation.runners import AgentBlockResult, AgentErrors, AgentHost, AgentUsage, Runner, RunnerLimits
 from federation.runners.base import trim_backlog
 from federation.runners.placement import build_runners
-from federation.summary import AgentSummary, LiveSummary, PortfolioSummary, RunSummary, cost_summary
+from federation.summary import (
+    AgentSummary,
+    LedgerWriterSummary,
+    LiveSummary,
+    PortfolioSummary,
+    RunSummary,
+    cost_summary,
+)
 from policies.aggregation import AGGREGATION_POLICIES
 from policies.allocation import CapitalAllocator, Rebalance, build_allocator
 
@@ -168,13 +177,21 @@ class Supervisor:
 
     def run(self) -> RunSummary:
         market, fleet = self.prepare()
-        ledger = open_ledger(self.config.federation.ledger)
+        ledger = open_buffered_ledger(
+            self.config.federation.ledger, writer="supervisor", **self.config.ledger.model_dump()
+        )
         try:
-            return self._run(market, fleet, ledger)
-        finally:
-            ledger.close()
+            summary = self._run(market, fleet, ledger)
+        except BaseException:
+            try:
+                ledger.close()
+            except LedgerError as exc:  # the run's own error is the one to report
+                log.error("%s", exc)
+            raise
+        ledger.close()  # waits for the last writes; names the file if the database never came back
+        return summary
 
-    def _run(self, market: MarketData, fleet: list[AgentSpec], ledger: Ledger) -> RunSummary:
+    def _run(self, market: MarketData, fleet: list[AgentSpec], ledger: BufferedLedger) -> RunSummary:
         cfg, started = self.config, time.perf_counter()
         ledger.begin_run(
             RunRecord(
@@ -254,7 +271,9 @@ class Supervisor:
                 gate.kill()
             if report is None:
                 ledger.end_run(self.run_id, status, {"error": error})
+        ledger.flush()  # the supervisor's writes are in (or still waiting, if the database is away)
         summary = self._summary(market, fleet, state, report, status, started)
+        summary.ledger_writers = _writer_summaries(report, ledger)
         ledger.end_run(self.run_id, status, json.loads(summary.to_json()))
         return summary
 
@@ -277,6 +296,7 @@ class Supervisor:
             risk=cfg.risk,
             ledger_url=absolute_ledger_url(cfg.federation.ledger),
             agent_risk=[s.risk for s in fleet],
+            ledger_settings=cfg.ledger,
         )
 
     def _start(
@@ -741,7 +761,7 @@ class Supervisor:
         return RunSummary(
             run_id=self.run_id,
             status=status,
-            ledger=cfg.federation.ledger,
+            ledger=mask_url(cfg.federation.ledger),
             currency=cfg.federation.currency,
             bars=len(market),
             symbols=list(market.symbols),
@@ -795,6 +815,14 @@ def _agents(names: tuple[str, ...]) -> str:
         return f"agent {names[0]!r}"
     shown = ", ".join(repr(n) for n in names[:5])
     return f"the host of agents {shown}{' and more' if len(names) > 5 else ''}"
+
+
+def _writer_summaries(report: dict[str, Any] | None, ledger: BufferedLedger) -> list[LedgerWriterSummary]:
+    """The supervisor's and the execution actor's write-behind buffers: batches, outages, waits."""
+    states: list[tuple[dict[str, Any], str | None]] = [(ledger.report.as_dict(), None)]
+    if report is not None and "ledger" in report:
+        states.append((report["ledger"], report.get("ledger_error")))
+    return [LedgerWriterSummary.from_report(state, error) for state, error in states]
 
 
 def _f(value: Decimal | float | None) -> float:

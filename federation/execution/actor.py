@@ -10,9 +10,10 @@ from typing import Any
 import ray
 
 from agents.model import BarBatch
-from federation.config import AgentRiskConfig, ExecutionConfig, RiskConfig, RiskLimits
+from federation.config import AgentRiskConfig, ExecutionConfig, LedgerSettings, RiskConfig, RiskLimits
+from federation.errors import LedgerError
 from federation.execution.engine import BlockOutcome, ExecutionEngine, TargetUpdates
-from federation.ledger import open_ledger
+from federation.ledger import BufferedLedger, open_buffered_ledger
 from policies.breakers import BreakerSpec
 from policies.risk import (
     LotSize,
@@ -102,8 +103,13 @@ class _ExecutionService:
         risk: RiskConfig,
         ledger_url: str | None,
         agent_risk: list[AgentRiskConfig | None] | None = None,
+        ledger_settings: LedgerSettings | None = None,
     ) -> None:
-        self.ledger = open_ledger(ledger_url) if ledger_url else None
+        self.ledger: BufferedLedger | None = None
+        if ledger_url:
+            self.ledger = open_buffered_ledger(
+                ledger_url, writer="execution", **(ledger_settings or LedgerSettings()).model_dump()
+            )
         agent_risk = agent_risk or [None] * len(agents)
         self.engine = ExecutionEngine(
             run_id=run_id,
@@ -138,11 +144,25 @@ class _ExecutionService:
         is done (one bar in live mode)."""
         return self.engine.halt(reason)
 
+    def ledger_state(self) -> dict[str, Any] | None:
+        """The write-behind buffer's counters so far (outages included), or None without a ledger."""
+        if self.ledger is None:
+            return None
+        return {**self.ledger.report.as_dict(), "pending": self.ledger.pending()}
+
     def finish(self) -> dict[str, Any]:
+        """Expire what is working, write everything to the ledger (waiting for an unavailable database
+        up to ``flush_timeout_s``) and report. A ledger that could not be written is reported under
+        ``ledger_error`` (with the file its unwritten batches were saved to), not raised: the report
+        is still the truth of what was traded."""
         report = self.engine.finish()
         if self.ledger is not None:
-            self.ledger.close()
-            self.ledger = None
+            ledger, self.ledger = self.ledger, None
+            try:
+                ledger.close()
+            except LedgerError as exc:
+                report["ledger_error"] = str(exc)
+            report["ledger"] = ledger.report.as_dict()
         return report
 
 
@@ -154,7 +174,8 @@ def start_execution_actor(scheduling_strategy: Any = None, **kwargs: Any) -> Any
     """Create the execution actor (no CPU reserved, not restarted by Ray); returns its handle.
 
     ``kwargs`` are the service's: ``run_id``, ``agents``, ``capital``, ``symbols``, ``execution``,
-    ``risk``, ``ledger_url`` and ``agent_risk`` (one ``AgentRiskConfig`` or None per agent)."""
+    ``risk``, ``ledger_url``, ``agent_risk`` (one ``AgentRiskConfig`` or None per agent) and
+    ``ledger_settings`` (the write-behind buffer's)."""
     options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
     if scheduling_strategy is not None:
         options["scheduling_strategy"] = scheduling_strategy

@@ -1,0 +1,534 @@
+"""The PostgreSQL ledger (asyncpg, pooled): the same interface and schema as the SQLite one.
+
+Select it by URL: ``ledger = "postgresql://user@host:5432/db"`` (``postgres://`` too). Query parameters
+are passed to the server as settings, e.g. ``?search_path=team_a`` keeps a ledger in its own schema.
+The schema is created and upgraded by :mod:`federation.ledger.migrations` when the ledger opens.
+
+The interface is synchronous, like the SQLite ledger's: one private event loop thread runs asyncpg and
+each call waits for its result. Writes:
+
+- a :class:`LedgerBatch` is one transaction, so a fill and the position and cash it changed are
+  committed together; rows go in with one ``INSERT ... SELECT FROM unnest(...)`` per table (a round
+  trip per table, not per row), orders and positions as upserts;
+- a write may carry a *token* ``(writer, seq)``, recorded in ``ledger_writes`` in the same
+  transaction: a batch retried after a commit whose answer was lost (the server went away) is applied
+  once, never twice.
+
+Errors: a lost or refused connection (server down, restarting, unreachable, too many clients) raises
+:class:`LedgerUnavailable`, which the write-behind buffer (:mod:`federation.ledger.buffer`) retries;
+anything else raises :class:`LedgerError` with the ledger's URL (password masked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from collections.abc import Awaitable, Coroutine, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from federation.errors import LedgerError
+from federation.ledger.migrations import BOOKKEEPING, LATEST, LOCK_KEY, MIGRATIONS
+from federation.ledger.records import (
+    PORTFOLIO,
+    AgentRecord,
+    CostRow,
+    FillRecord,
+    LedgerBatch,
+    OrderRecord,
+    RunRecord,
+)
+from federation.money import from_e8, to_e8
+
+T = TypeVar("T")
+_TRANSIENT_STATES = ("08", "57P", "53300")
+"""SQLSTATE classes of a connection lost, a server shutting down or starting, too many clients."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The database cannot be reached right now (down, restarting, unreachable): try again later."""
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, OSError | TimeoutError | asyncpg.exceptions.ConnectionDoesNotExistError):
+        return True
+    if isinstance(exc, asyncpg.exceptions.InterfaceError) and "closed" in str(exc):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(_TRANSIENT_STATES)
+
+
+def _placeholders(sql: str) -> str:
+    """``?`` placeholders (the SQLite style, used on every backend) -> ``$1, $2, ...``."""
+    count = 0
+
+    def number(_: re.Match[str]) -> str:
+        nonlocal count
+        count += 1
+        return f"${count}"
+
+    return re.sub(r"\?", number, sql)
+
+
+_ORDERS_UPSERT = """
+INSERT INTO orders SELECT $1, * FROM unnest(
+    $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bigint[],
+    $9::bigint[], $10::text[], $11::bigint[], $12::text[], $13::text[])
+ON CONFLICT (run_id, client_order_id) DO UPDATE SET status = excluded.status,
+    filled_qty_e8 = excluded.filled_qty_e8, reason_code = excluded.reason_code, reason = excluded.reason
+"""
+_ORDER_ALLOCATIONS = """
+INSERT INTO order_allocations SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[])
+ON CONFLICT DO NOTHING
+"""
+_FILLS = """
+INSERT INTO fills SELECT $1, * FROM unnest(
+    $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::text[])
+"""
+_FILL_ALLOCATIONS = """
+INSERT INTO fill_allocations SELECT $1, * FROM unnest(
+    $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
+"""
+_POSITIONS = """
+INSERT INTO positions SELECT $1, * FROM unnest(
+    $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+ON CONFLICT (run_id, account, symbol) DO UPDATE SET qty_e8 = excluded.qty_e8,
+    avg_price_e8 = excluded.avg_price_e8, realized_pnl_e8 = excluded.realized_pnl_e8
+"""
+_CASH = """
+INSERT INTO cash SELECT $1, * FROM unnest($2::text[], $3::bigint[])
+ON CONFLICT (run_id, account) DO UPDATE SET balance_e8 = excluded.balance_e8
+"""
+_EVENTS = """
+INSERT INTO events (run_id, ts, kind, agent, code, message, detail_json)
+SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+"""
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+def _last_per_key(rows: list[tuple[Any, ...]], key_width: int) -> list[tuple[Any, ...]]:
+    """One row per key (its first ``key_width`` fields), the last written: an upsert may not touch a
+    row twice in one statement."""
+    return list({row[:key_width]: row for row in rows}.values())
+
+
+class PostgresLedger:
+    """Ledger in a PostgreSQL database. Open one per process; every write is a whole transaction."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 4,
+        connect_timeout_s: float = 10.0,
+        command_timeout_s: float = 60.0,
+    ) -> None:
+        if not is_postgres_url(url):
+            raise LedgerError(f"ledger URL {mask_url(url)!r} is not a postgresql:// URL")
+        self.url = mask_url(url)
+        self._dsn = "postgresql://" + url.split("://", 1)[1]
+        self._timeout = connect_timeout_s + command_timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ledger-postgres", daemon=True)
+        self._thread.start()
+        self._pool: asyncpg.Pool | None = None
+        try:
+            self._pool = self._call(self._open_pool(pool_size, connect_timeout_s, command_timeout_s))
+            self._call(self._migrate())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    # ------------------------------------------------------------------------------------------ plumbing
+    def _call(self, work: Awaitable[T], timeout: float | None = None) -> T:
+        async def wrapped() -> T:
+            return await work
+
+        future = asyncio.run_coroutine_threadsafe(wrapped(), self._loop)
+        try:
+            return future.result(timeout or self._timeout)
+        except LedgerError:
+            raise
+        except (asyncpg.PostgresError, asyncpg.exceptions.InterfaceError, OSError, TimeoutError) as exc:
+            future.cancel()
+            if _transient(exc):
+                raise LedgerUnavailable(
+                    f"PostgreSQL ledger {self.url} is unavailable ({type(exc).__name__}: {exc})"
+                ) from exc
+            raise LedgerError(f"PostgreSQL ledger {self.url}: {type(exc).__name__}: {exc}") from exc
+
+    async def _open_pool(self, size: int, connect_s: float, command_s: float) -> asyncpg.Pool:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            self._dsn, min_size=1, max_size=size, timeout=connect_s, command_timeout=command_s
+        )
+        return pool
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._call(coro)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise LedgerError(f"PostgreSQL ledger {self.url} is closed")
+        return self._pool
+
+    async def _migrate(self) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+            await conn.execute(BOOKKEEPING)
+            applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            newest = max(applied, default=0)
+            if newest > LATEST:
+                raise LedgerError(
+                    f"PostgreSQL ledger {self.url} has schema version {newest}, newer than this code's "
+                    f"{LATEST} (it was written by a newer strategy-federation); upgrade strategy-federation "
+                    "or use another database or schema"
+                )
+            for migration in MIGRATIONS:
+                if migration.version in applied:
+                    continue
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+
+    def schema_version(self) -> int:
+        """The newest migration applied to the database."""
+        version: int = self._run(self.pool.fetchval("SELECT max(version) FROM schema_migrations"))
+        return version
+
+    # -------------------------------------------------------------------------------------------- writes
+    def begin_run(self, run: RunRecord, agents: list[AgentRecord]) -> None:
+        async def go() -> None:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO runs (run_id, started_ns, status, config_json, capital_e8, currency, seed) "
+                    "VALUES ($1, $2, 'running', $3, $4, $5, $6)",
+                    run.run_id,
+                    run.started_ns,
+                    run.config_json,
+                    to_e8(run.capital),
+                    run.currency,
+                    run.seed,
+                )
+                await conn.executemany(
+                    "INSERT INTO agents VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    [
+                        (
+                            run.run_id,
+                            a.name,
+                            a.class_path,
+                            a.isolation,
+                            json.dumps(list(a.symbols)),
+                            a.params_json,
+                            to_e8(a.capital),
+                        )
+                        for a in agents
+                    ],
+                )
+
+        self._run(go())
+
+    def write(self, run_id: str, batch: LedgerBatch) -> None:
+        """Write a batch in one transaction (all of it or nothing)."""
+        if batch:
+            try:
+                self._run(self._write(run_id, batch, None))
+            except LedgerUnavailable:
+                raise
+            except LedgerError as exc:
+                raise LedgerError(f"{exc}; the batch was rolled back (nothing of it was written)") from exc
+
+    def write_once(self, run_id: str, batch: LedgerBatch, token: tuple[str, int]) -> bool:
+        """Write a batch in one transaction unless a batch with this ``token`` (writer, sequence number)
+        was committed already; returns False when it was (a retry after a commit whose answer was lost)."""
+        return self._run(self._write(run_id, batch, token))
+
+    async def _write(self, run_id: str, batch: LedgerBatch, token: tuple[str, int] | None) -> bool:
+        orders = _last_per_key(
+            [
+                (
+                    o.client_order_id,
+                    o.seq,
+                    o.ts,
+                    o.symbol,
+                    o.side,
+                    o.order_type,
+                    to_e8(o.quantity),
+                    None if o.limit_price is None else to_e8(o.limit_price),
+                    o.status,
+                    to_e8(o.filled_quantity),
+                    o.reason_code,
+                    o.reason,
+                )
+                for o in batch.orders
+            ],
+            1,
+        )
+        order_allocs = _last_per_key(
+            [(o.client_order_id, a, to_e8(q)) for o in batch.orders for a, q in o.allocations], 2
+        )
+        fills = [
+            (
+                f.fill_id,
+                f.client_order_id,
+                f.ts,
+                f.symbol,
+                to_e8(f.quantity),
+                to_e8(f.price),
+                to_e8(f.fee),
+                f.liquidity,
+            )
+            for f in batch.fills
+        ]
+        allocs = [
+            (a.fill_id, a.agent, a.symbol, to_e8(a.quantity), to_e8(a.price), to_e8(a.fee))
+            for a in batch.allocations
+        ]
+        positions = _last_per_key(
+            [
+                (p.account, p.symbol, to_e8(p.quantity), to_e8(p.avg_price), to_e8(p.realized_pnl))
+                for p in batch.positions
+            ],
+            2,
+        )
+        cash = _last_per_key([(c.account, to_e8(c.balance)) for c in batch.cash], 1)
+        events = [
+            (e.ts, e.kind, e.agent, e.code, e.message, json.dumps(e.detail, default=str))
+            for e in batch.events
+        ]
+        async with self.pool.acquire() as conn, conn.transaction():
+            if token is not None:
+                fresh = await conn.fetchval(
+                    "INSERT INTO ledger_writes VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
+                    token[0],
+                    token[1],
+                    time.time_ns(),
+                )
+                if fresh is None:
+                    return False
+            for sql, rows, width in (
+                (_ORDERS_UPSERT, orders, 12),
+                (_ORDER_ALLOCATIONS, order_allocs, 3),
+                (_FILLS, fills, 8),
+                (_FILL_ALLOCATIONS, allocs, 6),
+                (_POSITIONS, positions, 5),
+                (_CASH, cash, 2),
+                (_EVENTS, events, 6),
+            ):
+                if rows:
+                    await conn.execute(sql, run_id, *_columns(rows, width))
+        return True
+
+    def write_costs(self, run_id: str, rows: Sequence[CostRow]) -> None:
+        """Record (replace) the run's cost report: one row per agent and meter or money budget."""
+
+        def e8(value: Decimal | None) -> int | None:
+            return None if value is None else to_e8(value)
+
+        async def go() -> None:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("DELETE FROM budget_usage WHERE run_id = $1", run_id)
+                await conn.executemany(
+                    "INSERT INTO budget_usage (run_id, agent, kind, usage_e8, cost_e8, budget_e8, period, "
+                    "peak_period_usage_e8, remaining_e8, reservations, refusals, actions_json, state) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    [
+                        (
+                            run_id,
+                            r.agent,
+                            r.kind,
+                            to_e8(r.usage),
+                            to_e8(r.cost),
+                            e8(r.budget),
+                            r.period,
+                            e8(r.peak_period_usage),
+                            e8(r.remaining),
+                            r.reservations,
+                            r.refusals,
+                            json.dumps(r.actions, sort_keys=True),
+                            r.state,
+                        )
+                        for r in rows
+                    ],
+                )
+
+        self._run(go())
+
+    def request_halt(self, run_id: str, reason: str) -> None:
+        self._run(
+            self.pool.execute(
+                "INSERT INTO controls (run_id, requested_ns, command, reason) VALUES ($1, $2, 'halt', $3)",
+                run_id,
+                time.time_ns(),
+                reason,
+            )
+        )
+
+    def pending_halt(self, run_id: str) -> str | None:
+        """The reason of an unhandled halt request for ``run_id`` (marked handled), or None."""
+        reason: str | None = self._run(
+            self.pool.fetchval(
+                "UPDATE controls SET handled_ns = $2 WHERE id = (SELECT id FROM controls WHERE run_id = $1 "
+                "AND command = 'halt' AND handled_ns IS NULL ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "RETURNING reason",
+                run_id,
+                time.time_ns(),
+            )
+        )
+        return reason
+
+    def end_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        self._run(
+            self.pool.execute(
+                "UPDATE runs SET status = $1, ended_ns = $2, summary_json = $3 WHERE run_id = $4",
+                status,
+                time.time_ns(),
+                json.dumps(summary, default=str),
+                run_id,
+            )
+        )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                self._call(asyncio.wait_for(pool.close(), 5.0))
+            except (LedgerError, TimeoutError):
+                pool.terminate()
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5.0)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    # ----------------------------------------------------------------------------------------- queries
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Read-only SQL for reports and tests; placeholders are ``?`` (as in the SQLite ledger)."""
+        rows = self._run(self.pool.fetch(_placeholders(sql), *args))
+        return [tuple(r) for r in rows]
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self.query("SELECT run_id, status, started_ns, ended_ns FROM runs ORDER BY started_ns DESC")
+        return [dict(zip(("run_id", "status", "started_ns", "ended_ns"), r, strict=True)) for r in rows]
+
+    def run_status(self, run_id: str) -> str | None:
+        rows = self.query("SELECT status FROM runs WHERE run_id = ?", run_id)
+        return None if not rows else str(rows[0][0])
+
+    def summary(self, run_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT summary_json FROM runs WHERE run_id = ?", run_id)
+        return None if not rows or rows[0][0] is None else dict(json.loads(rows[0][0]))
+
+    def costs(self, run_id: str) -> list[CostRow]:
+        rows = self.query(
+            "SELECT agent, kind, usage_e8, cost_e8, budget_e8, period, peak_period_usage_e8, "
+            "remaining_e8, reservations, refusals, actions_json, state "
+            "FROM budget_usage WHERE run_id = ? ORDER BY id",
+            run_id,
+        )
+
+        def dec(units: int | None) -> Decimal | None:
+            return None if units is None else from_e8(units)
+
+        return [
+            CostRow(
+                r[0],
+                r[1],
+                from_e8(r[2]),
+                from_e8(r[3]),
+                dec(r[4]),
+                r[5],
+                dec(r[6]),
+                dec(r[7]),
+                r[8],
+                r[9],
+                json.loads(r[10]),
+                r[11],
+            )
+            for r in rows
+        ]
+
+    def positions(self, run_id: str, account: str = PORTFOLIO) -> dict[str, Decimal]:
+        rows = self.query(
+            "SELECT symbol, qty_e8 FROM positions WHERE run_id = ? AND account = ? AND qty_e8 != 0",
+            run_id,
+            account,
+        )
+        return {s: from_e8(q) for s, q in rows}
+
+    def cash(self, run_id: str, account: str = PORTFOLIO) -> Decimal | None:
+        rows = self.query("SELECT balance_e8 FROM cash WHERE run_id = ? AND account = ?", run_id, account)
+        return None if not rows else from_e8(rows[0][0])
+
+    def fills(self, run_id: str) -> list[FillRecord]:
+        rows = self.query(
+            "SELECT fill_id, client_order_id, ts, symbol, qty_e8, price_e8, fee_e8, liquidity FROM fills "
+            "WHERE run_id = ? ORDER BY ts, fill_id",
+            run_id,
+        )
+        return [
+            FillRecord(r[0], r[1], r[2], r[3], from_e8(r[4]), from_e8(r[5]), from_e8(r[6]), r[7])
+            for r in rows
+        ]
+
+    def orders(self, run_id: str) -> list[OrderRecord]:
+        rows = self.query(
+            "SELECT client_order_id, seq, ts, symbol, side, order_type, qty_e8, limit_price_e8, status, "
+            "filled_qty_e8, reason_code, reason FROM orders WHERE run_id = ? ORDER BY seq",
+            run_id,
+        )
+        return [
+            OrderRecord(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                from_e8(r[6]),
+                None if r[7] is None else from_e8(r[7]),
+                r[8],
+                from_e8(r[9]),
+                r[10],
+                r[11],
+            )
+            for r in rows
+        ]
+
+    def events(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT ts, kind, agent, code, message, detail_json FROM events WHERE run_id = ?"
+        args: tuple[Any, ...] = (run_id,)
+        if kind is not None:
+            sql += " AND kind = ?"
+            args += (kind,)
+        rows = self.query(sql + " ORDER BY id", *args)
+        keys = ("ts", "kind", "agent", "code", "message")
+        return [{**dict(zip(keys, r[:5], strict=True)), "detail": json.loads(r[5])} for r in rows]
