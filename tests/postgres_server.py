@@ -61,9 +61,7 @@ class PrivateServer:
     def wait_ready(self, seconds: float = 30.0) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            probe = self._as_owner(
-                _bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), check=False
-            )
+            probe = self._as_owner(_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), check=False)
             if probe.returncode == 0:
                 return
             time.sleep(0.1)

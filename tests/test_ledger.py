@@ -218,7 +218,9 @@ def test_newer_postgres_schema_is_refused(postgres_url: str) -> None:
 
     async def bump() -> None:
         conn = await asyncpg.connect(postgres_url)
-        await conn.execute(f"INSERT INTO {schema}.schema_migrations (version, name) VALUES ({LATEST + 1}, 'x')")
+        await conn.execute(
+            f"INSERT INTO {schema}.schema_migrations (version, name) VALUES ({LATEST + 1}, 'x')"
+        )
         await conn.close()
 
     import asyncio
