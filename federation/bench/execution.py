@@ -22,7 +22,14 @@ from federation.config import AgentRiskConfig, ExecutionConfig, RiskConfig, Synt
 from federation.execution.actor import breaker_specs, build_agent_risk_policy, build_risk_policy
 from federation.execution.engine import ExecutionEngine, TargetUpdates
 from federation.feeds import load_feed
-from federation.ledger import AgentRecord, RunRecord, open_ledger
+from federation.ledger import (
+    AgentRecord,
+    RunRecord,
+    check_ledger_url,
+    is_postgres_url,
+    mask_url,
+    open_buffered_ledger,
+)
 from policies.risk import Denial, OrderIntent, RiskPolicy
 
 
@@ -80,23 +87,10 @@ def _targets(rows: int, agents: int, symbols: int, first_row: int) -> TargetUpda
     return TargetUpdates(*(x.ravel().astype(np.int64) for x in (r, a, c, lots)))
 
 
-def bench_execution(
-    *, orders: int = 20_000, symbols: int = 10, agents: int = 10, block_size: int = 256, risk: str = "minimal"
-) -> dict[str, Any]:
-    """Run the execution benchmark; returns orders/s and the risk checks' p50/p99 in microseconds.
-
-    ``risk="minimal"``: the portfolio's max position and order notional only. ``risk="full"``: every
-    portfolio and agent limit, order rate and breaker on (never reached), so each agent's demand is also
-    checked before netting; ``agent_risk_check_*`` time those checks.
-    """
-    if orders < 1 or symbols < 1 or agents < 1 or block_size < 1:
-        raise ValueError("orders, symbols, agents and block_size must be >= 1")
-    if risk not in ("minimal", "full"):
-        raise ValueError(f"risk {risk!r} is not 'minimal' or 'full'")
-    bars = -(-orders // symbols) + 1  # +1: the last bar's orders fill on the bar after
-    feed = SyntheticFeedConfig(kind="synthetic", symbols=[f"S{k:03d}" for k in range(symbols)], bars=bars)
-    market = load_feed(feed, base_dir=Path("."), seed=0)
-    risk_config, agent_configs = _risk_configs(risk, agents)
+def _engine(
+    run_id: str, names: list[str], market: Any, risk: str, ledger: Any
+) -> tuple[ExecutionEngine, list[int], list[int]]:
+    risk_config, agent_configs = _risk_configs(risk, len(names))
     portfolio_samples: list[int] = []
     agent_samples: list[int] = []
     timed = _TimedRisk(build_risk_policy(risk_config), portfolio_samples)
@@ -104,56 +98,161 @@ def bench_execution(
     timed_agents: list[RiskPolicy | None] = [
         None if p is None else _TimedAgentRisk(p, agent_samples) for p in agent_policies
     ]
+    engine = ExecutionEngine(
+        run_id=run_id,
+        agents=names,
+        capital=[_CAPITAL] * len(names),
+        symbols=market.symbols,
+        config=ExecutionConfig(),
+        risk=timed,
+        ledger=ledger,
+        agent_risk=timed_agents,
+        breakers=breaker_specs(risk_config, agent_configs),
+    )
+    return engine, portfolio_samples, agent_samples
+
+
+_CAPITAL = Decimal(1_000_000)
+
+
+def _pass(
+    market: Any, url: str | None, *, agents: int, symbols: int, block_size: int, risk: str
+) -> dict[str, Any]:
+    """One replay through the engine, writing to ``url`` through the write-behind buffer (as the
+    execution actor does) or to no ledger; the time includes draining the buffer."""
     names = [f"agent-{i}" for i in range(agents)]
-    capital = [Decimal(1_000_000)] * agents
-    with tempfile.TemporaryDirectory(prefix="federation-bench-") as tmp:
-        ledger = open_ledger(f"sqlite:///{Path(tmp) / 'exec.db'}")
-        run_id = "bench-execution"
+    run_id = f"bench-execution-{time.time_ns():x}"
+    ledger = None
+    if url is not None:
+        ledger = open_buffered_ledger(url, writer="bench")
         ledger.begin_run(
-            RunRecord(run_id, time.time_ns(), "{}", sum(capital, Decimal(0)), "USD", 0),
-            [
-                AgentRecord(n, "bench", "none", market.symbols, "{}", c)
-                for n, c in zip(names, capital, strict=True)
-            ],
+            RunRecord(run_id, time.time_ns(), "{}", _CAPITAL * agents, "USD", 0),
+            [AgentRecord(n, "bench", "none", market.symbols, "{}", _CAPITAL) for n in names],
         )
-        engine = ExecutionEngine(
-            run_id=run_id,
-            agents=names,
-            capital=capital,
-            symbols=market.symbols,
-            config=ExecutionConfig(),
-            risk=timed,
-            ledger=ledger,
-            agent_risk=timed_agents,
-            breakers=breaker_specs(risk_config, agent_configs),
+    engine, portfolio_samples, agent_samples = _engine(run_id, names, market, risk, ledger)
+    started = time.perf_counter()
+    row = 0
+    for batch in market.blocks(block_size):
+        engine.process_block(batch, _targets(len(batch), agents, symbols, row))
+        row += len(batch)
+    report = engine.finish()
+    engine_s = time.perf_counter() - started
+    counts = (0, 0)
+    if ledger is not None:
+        ledger.flush()
+    elapsed = time.perf_counter() - started
+    if ledger is not None:
+        counts = (
+            ledger.query("SELECT COUNT(*) FROM orders WHERE run_id = ?", run_id)[0][0],
+            ledger.query("SELECT COUNT(*) FROM fills WHERE run_id = ?", run_id)[0][0],
         )
-        started = time.perf_counter()
-        row = 0
-        for batch in market.blocks(block_size):
-            engine.process_block(batch, _targets(len(batch), agents, symbols, row))
-            row += len(batch)
-        report = engine.finish()
-        elapsed = time.perf_counter() - started
-        ledger_orders = ledger.query("SELECT COUNT(*) FROM orders WHERE run_id = ?", run_id)[0][0]
-        ledger_fills = ledger.query("SELECT COUNT(*) FROM fills WHERE run_id = ?", run_id)[0][0]
         ledger.close()
-    samples = np.asarray(portfolio_samples, dtype=np.float64) / 1000
+        if is_postgres_url(url or ""):
+            _delete_run(url or "", run_id)
     portfolio: dict[str, Any] = report["portfolio"]  # type: ignore[assignment]
+    return {
+        "elapsed_s": elapsed,
+        "engine_s": engine_s,
+        "orders": int(portfolio["orders"]),
+        "fills": int(portfolio["fills"]),
+        "risk_denials": int(portfolio["risk_denials"]),
+        "ledger_orders": int(counts[0]),
+        "ledger_fills": int(counts[1]),
+        "portfolio_samples": portfolio_samples,
+        "agent_samples": agent_samples,
+    }
+
+
+_RUN_TABLES = ("order_allocations", "fill_allocations", "fills", "orders", "positions", "cash", "events")
+
+
+def _delete_run(url: str, run_id: str) -> None:
+    """Remove the benchmark's rows from a PostgreSQL ledger (it may be a real one)."""
+    import asyncio
+
+    import asyncpg
+
+    async def go() -> None:
+        conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1])
+        try:
+            async with conn.transaction():
+                for table in _RUN_TABLES:
+                    await conn.execute(f"DELETE FROM {table} WHERE run_id = $1", run_id)
+                await conn.execute("DELETE FROM agents WHERE run_id = $1", run_id)
+                await conn.execute("DELETE FROM runs WHERE run_id = $1", run_id)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def bench_execution(
+    *,
+    orders: int = 20_000,
+    symbols: int = 10,
+    agents: int = 10,
+    block_size: int = 256,
+    risk: str = "minimal",
+    ledger: str | None = None,
+) -> dict[str, Any]:
+    """Run the execution benchmark; returns orders/s and the risk checks' p50/p99 in microseconds.
+
+    ``risk="minimal"``: the portfolio's max position and order notional only. ``risk="full"``: every
+    portfolio and agent limit, order rate and breaker on (never reached), so each agent's demand is also
+    checked before netting; ``agent_risk_check_*`` time those checks.
+
+    ``ledger``: where the orders are written, through the write-behind buffer as in a run (default: an
+    SQLite file in a temporary folder; ``postgresql://...``: that database, the benchmark's rows deleted
+    afterwards). The same replay also runs with no ledger (the in-process baseline: ``ratio`` is
+    orders/s with the ledger over orders/s without) and, for a PostgreSQL ledger, with a temporary
+    SQLite file beside it (``sqlite_orders_per_s``).
+    """
+    if orders < 1 or symbols < 1 or agents < 1 or block_size < 1:
+        raise ValueError("orders, symbols, agents and block_size must be >= 1")
+    if risk not in ("minimal", "full"):
+        raise ValueError(f"risk {risk!r} is not 'minimal' or 'full'")
+    if ledger is not None:
+        check_ledger_url(ledger)
+    bars = -(-orders // symbols) + 1  # +1: the last bar's orders fill on the bar after
+    feed = SyntheticFeedConfig(kind="synthetic", symbols=[f"S{k:03d}" for k in range(symbols)], bars=bars)
+    market = load_feed(feed, base_dir=Path("."), seed=0)
+    shape: dict[str, Any] = {"agents": agents, "symbols": symbols, "block_size": block_size, "risk": risk}
+    baseline = _pass(market, None, **shape)
+    sqlite_pass = None
+    with tempfile.TemporaryDirectory(prefix="federation-bench-") as tmp:
+        sqlite_url = f"sqlite:///{Path(tmp) / 'exec.db'}"
+        if ledger is None or not is_postgres_url(ledger):
+            main = _pass(market, ledger or sqlite_url, **shape)
+        else:
+            main = _pass(market, ledger, **shape)
+            sqlite_pass = _pass(market, f"sqlite:///{Path(tmp) / 'side.db'}", **shape)
+    portfolio_samples, agent_samples = main["portfolio_samples"], main["agent_samples"]
+    elapsed = main["elapsed_s"]
+    orders_per_s = main["orders"] / elapsed
+    baseline_per_s = baseline["orders"] / baseline["elapsed_s"]
+    samples = np.asarray(portfolio_samples, dtype=np.float64) / 1000
     agent_us = np.asarray(agent_samples, dtype=np.float64) / 1000
     return {
         "benchmark": "execution",
-        "orders": int(portfolio["orders"]),
-        "fills": int(portfolio["fills"]),
-        "ledger_orders": int(ledger_orders),
-        "ledger_fills": int(ledger_fills),
+        "ledger": "sqlite (temporary file)" if ledger is None else mask_url(ledger),
+        "orders": main["orders"],
+        "fills": main["fills"],
+        "ledger_orders": main["ledger_orders"],
+        "ledger_fills": main["ledger_fills"],
         "symbols": symbols,
         "agents": agents,
         "bars": bars,
         "block_size": block_size,
         "elapsed_s": round(elapsed, 3),
-        "orders_per_s": round(portfolio["orders"] / elapsed, 1),
+        "engine_s": round(main["engine_s"], 3),
+        "orders_per_s": round(orders_per_s, 1),
+        "baseline_orders_per_s": round(baseline_per_s, 1),
+        "ratio": round(orders_per_s / baseline_per_s, 3),
+        "sqlite_orders_per_s": None
+        if sqlite_pass is None
+        else round(sqlite_pass["orders"] / sqlite_pass["elapsed_s"], 1),
         "risk": risk,
-        "risk_denials": int(portfolio["risk_denials"]),
+        "risk_denials": main["risk_denials"],
         "risk_checks": len(portfolio_samples),
         "risk_check_p50_us": round(float(np.percentile(samples, 50)), 2),
         "risk_check_p99_us": round(float(np.percentile(samples, 99)), 2),

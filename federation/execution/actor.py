@@ -12,6 +12,8 @@ import ray
 from agents.model import BarBatch
 from federation.config import AgentRiskConfig, ExecutionConfig, LedgerSettings, RiskConfig, RiskLimits
 from federation.errors import LedgerError
+from federation.events_out import EventStreamConfig, open_publisher
+from federation.events_out.tee import PublishingLedger
 from federation.execution.engine import BlockOutcome, ExecutionEngine, TargetUpdates
 from federation.ledger import BufferedLedger, open_buffered_ledger
 from policies.breakers import BreakerSpec
@@ -104,12 +106,18 @@ class _ExecutionService:
         ledger_url: str | None,
         agent_risk: list[AgentRiskConfig | None] | None = None,
         ledger_settings: LedgerSettings | None = None,
+        events: EventStreamConfig | None = None,
     ) -> None:
         self.ledger: BufferedLedger | None = None
+        self.publisher: PublishingLedger | None = None
+        ledger: Any = None
         if ledger_url:
-            self.ledger = open_buffered_ledger(
+            ledger = self.ledger = open_buffered_ledger(
                 ledger_url, writer="execution", **(ledger_settings or LedgerSettings()).model_dump()
             )
+            publisher = open_publisher(events, run_id, "execution") if events is not None else None
+            if publisher is not None:
+                ledger = self.publisher = PublishingLedger(self.ledger, publisher)
         agent_risk = agent_risk or [None] * len(agents)
         self.engine = ExecutionEngine(
             run_id=run_id,
@@ -118,7 +126,7 @@ class _ExecutionService:
             symbols=symbols,
             config=execution,
             risk=build_risk_policy(risk),
-            ledger=self.ledger,
+            ledger=ledger,
             agent_risk=[build_agent_risk_policy(c) for c in agent_risk],
             breakers=breaker_specs(risk, agent_risk),
             price_ticks={s: i.price_tick for s, i in risk.instruments.items() if i.price_tick is not None},
@@ -156,6 +164,9 @@ class _ExecutionService:
         ``ledger_error`` (with the file its unwritten batches were saved to), not raised: the report
         is still the truth of what was traded."""
         report = self.engine.finish()
+        if self.publisher is not None:
+            report["events_out"] = self.publisher.close_publisher(self.engine.run_id).to_dict()
+            self.publisher = None
         if self.ledger is not None:
             ledger, self.ledger = self.ledger, None
             try:
@@ -175,7 +186,8 @@ def start_execution_actor(scheduling_strategy: Any = None, **kwargs: Any) -> Any
 
     ``kwargs`` are the service's: ``run_id``, ``agents``, ``capital``, ``symbols``, ``execution``,
     ``risk``, ``ledger_url``, ``agent_risk`` (one ``AgentRiskConfig`` or None per agent) and
-    ``ledger_settings`` (the write-behind buffer's)."""
+    ``ledger_settings`` (the write-behind buffer's) and ``events`` (``[events]``: publish the ledger's
+    batches to Redis streams)."""
     options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
     if scheduling_strategy is not None:
         options["scheduling_strategy"] = scheduling_strategy

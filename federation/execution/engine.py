@@ -682,6 +682,7 @@ class ExecutionEngine:
         self._batch.orders.append(
             replace(
                 pending.record,
+                allocations=(),
                 status="cancelled",
                 reason_code="halted",
                 reason=f"{why}; working order cancelled",
@@ -810,12 +811,14 @@ class ExecutionEngine:
         record = pending.record
         if fill is None:
             reason = _EXPIRY_REASONS.get(why or "", why)
-            self._batch.orders.append(replace(record, status="expired", reason_code=why, reason=reason))
+            self._batch.orders.append(
+                replace(record, allocations=(), status="expired", reason_code=why, reason=reason)
+            )
             return
         self._book_fill(fill, pending, ts, outcome)
         filled = abs(fill.lots) * self.config.lot_size
         status: OrderStatus = "filled" if filled == record.quantity else "partially_filled"
-        self._batch.orders.append(replace(record, status=status, filled_quantity=filled))
+        self._batch.orders.append(replace(record, allocations=(), status=status, filled_quantity=filled))
 
     def _book_fill(self, fill: VenueFill, pending: _Pending, ts: int, outcome: BlockOutcome) -> None:
         symbol, lot = self.symbols[fill.col], self.config.lot_size
@@ -903,6 +906,7 @@ class ExecutionEngine:
                 self._batch.orders.append(
                     replace(
                         pending.record,
+                        allocations=(),
                         status="expired",
                         reason_code="run_ended",
                         reason="the run ended before the order's next bar",

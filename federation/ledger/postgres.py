@@ -96,18 +96,12 @@ INSERT INTO orders SELECT $1, * FROM unnest(
 ON CONFLICT (run_id, client_order_id) DO UPDATE SET status = excluded.status,
     filled_qty_e8 = excluded.filled_qty_e8, reason_code = excluded.reason_code, reason = excluded.reason
 """
-_ORDER_ALLOCATIONS = """
-INSERT INTO order_allocations SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[])
-ON CONFLICT DO NOTHING
-"""
-_FILLS = """
-INSERT INTO fills SELECT $1, * FROM unnest(
-    $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::text[])
-"""
-_FILL_ALLOCATIONS = """
-INSERT INTO fill_allocations SELECT $1, * FROM unnest(
-    $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
-"""
+_ORDER_ALLOCATION_COLUMNS = ("run_id", "client_order_id", "agent", "qty_e8")
+_FILL_COLUMNS = (
+    "run_id", "fill_id", "client_order_id", "ts", "symbol", "qty_e8", "price_e8", "fee_e8", "liquidity",
+)  # fmt: skip
+_FILL_ALLOCATION_COLUMNS = ("run_id", "fill_id", "agent", "symbol", "qty_e8", "price_e8", "fee_e8")
+_EVENT_COLUMNS = ("run_id", "ts", "kind", "agent", "code", "message", "detail_json")
 _POSITIONS = """
 INSERT INTO positions SELECT $1, * FROM unnest(
     $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
@@ -117,10 +111,6 @@ ON CONFLICT (run_id, account, symbol) DO UPDATE SET qty_e8 = excluded.qty_e8,
 _CASH = """
 INSERT INTO cash SELECT $1, * FROM unnest($2::text[], $3::bigint[])
 ON CONFLICT (run_id, account) DO UPDATE SET balance_e8 = excluded.balance_e8
-"""
-_EVENTS = """
-INSERT INTO events (run_id, ts, kind, agent, code, message, detail_json)
-SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
 """
 
 
@@ -333,15 +323,22 @@ class PostgresLedger:
                     return False
             for sql, rows, width in (
                 (_ORDERS_UPSERT, orders, 12),
-                (_ORDER_ALLOCATIONS, order_allocs, 3),
-                (_FILLS, fills, 8),
-                (_FILL_ALLOCATIONS, allocs, 6),
                 (_POSITIONS, positions, 5),
                 (_CASH, cash, 2),
-                (_EVENTS, events, 6),
             ):
                 if rows:
                     await conn.execute(sql, run_id, *_columns(rows, width))
+            # Rows that are only ever inserted go in with COPY (binary; several times faster).
+            for table, rows, columns in (
+                ("order_allocations", order_allocs, _ORDER_ALLOCATION_COLUMNS),
+                ("fills", fills, _FILL_COLUMNS),
+                ("fill_allocations", allocs, _FILL_ALLOCATION_COLUMNS),
+                ("events", events, _EVENT_COLUMNS),
+            ):
+                if rows:
+                    await conn.copy_records_to_table(
+                        table, records=[(run_id, *r) for r in rows], columns=columns
+                    )
         return True
 
     def write_costs(self, run_id: str, rows: Sequence[CostRow]) -> None:

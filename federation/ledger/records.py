@@ -50,7 +50,8 @@ class OrderRecord:
     reason_code: str | None = None
     reason: str | None = None
     allocations: tuple[tuple[str, Decimal], ...] = ()
-    """(agent, quantity) shares of the order, signed like the order's side."""
+    """(agent, quantity) shares of the order, signed like the order's side; carried by the record that
+    creates the order (status ``submitted`` or ``denied``), not by its later status updates."""
 
 
 @dataclass(frozen=True, slots=True)
