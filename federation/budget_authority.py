@@ -14,10 +14,18 @@ budget's action applies once what it used (not what is reserved) leaves no room.
 seconds are settled after the step and fees are charged when the fills are booked: both are the truth
 and are recorded even when they pass the cap (a settled amount above the estimate is also an
 ``overrun`` event).
+
+With ``[budgets] authority = "redis"`` there is no actor: the :class:`BudgetService` runs in the
+supervisor's process with a :class:`~federation.budget_redis.RedisBudgetBook` (the tallies and the
+check-and-reserve in Redis), and agents reserve in Redis directly through a
+:class:`~federation.budget_redis.RedisBudgetBackend`. While Redis does not answer, the service fails
+closed: no compute is granted (compute-capped agents are not called), charges wait, and an
+``unavailable`` event (no agent) records the outage, an ``available`` one its end.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -26,13 +34,24 @@ from typing import Any
 
 import ray
 
-from agents.budget import Refusal
+from agents.budget import BudgetBackend, Refusal
+from federation.budget_redis import (
+    AuthorityUnavailable,
+    RedisBudgetBackend,
+    RedisBudgetBook,
+    RedisTallies,
+    unavailable_refusal,
+)
 from federation.config import BudgetSettings
 from policies.budget import E8, BudgetBook, BudgetEvent, BudgetLimit, BudgetState
+
+log = logging.getLogger(__name__)
 
 _MIN_COMPUTE_E8 = E8 // 100
 """Smallest compute estimate per step: 10 ms."""
 _COMPUTE_HISTORY = 4
+_FINISH_TRIES = 3
+"""At the end of a run, how often to ask an unreachable Redis for the cost report (1 s apart)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +83,25 @@ class BudgetReport:
 
 
 class BudgetService:
-    """Plain class behind the actor, so tests can run it in-process."""
+    """Plain class behind the actor, so tests can run it in-process; with ``authority = "redis"`` the
+    supervisor runs it in its own process (``namespace``: share the Redis keys of another service, as
+    two supervisors of one budget would; default: a namespace of its own)."""
 
     def __init__(
-        self, budgets: dict[str, list[BudgetLimit]], settings: BudgetSettings, *, start_ns: int = 0
+        self,
+        budgets: dict[str, list[BudgetLimit]],
+        settings: BudgetSettings,
+        *,
+        start_ns: int = 0,
+        namespace: str | None = None,
     ) -> None:
         ttl = int(settings.reservation_ttl_s * 1e9)
-        self.book = BudgetBook(budgets, dict(settings.prices), reservation_ttl_ns=ttl)
+        self.book: BudgetBook
+        if settings.authority == "redis":
+            store = RedisTallies.from_settings(budgets, settings, namespace=namespace)
+            self.book = RedisBudgetBook(store, start_ns=start_ns)
+        else:
+            self.book = BudgetBook(budgets, dict(settings.prices), reservation_ttl_ns=ttl)
         self.wall_clock = settings.clock == "wall"
         self._now = start_ns
         self._compute_meter = {agent: "compute_s" in self.book.meters_with_limit(agent) for agent in budgets}
@@ -80,6 +111,27 @@ class BudgetService:
         self._history: dict[str, deque[int]] = {
             a: deque(maxlen=_COMPUTE_HISTORY) for a, capped in self._compute_meter.items() if capped
         }
+        self._unreachable: str | None = None
+        """While Redis does not answer: the error."""
+        self._outage_events: list[BudgetEvent] = []
+
+    def agent_backend(self) -> BudgetBackend:
+        """What agents reserve through when this service's tallies are in Redis (a copy of it travels
+        to every runner); with the in-memory book, agents go through the actor instead."""
+        if not isinstance(self.book, RedisBudgetBook):
+            raise RuntimeError("agents reach an in-memory budget book through its actor (RayBudgetBackend)")
+        return RedisBudgetBackend(self.book.store, wall_clock=self.wall_clock)
+
+    def close(self, *, delete: bool = False) -> None:
+        """Let go of Redis (``delete``: remove the run's keys too; best effort)."""
+        if isinstance(self.book, RedisBudgetBook):
+            store = self.book.store
+            try:
+                if delete:
+                    store.delete()
+            except Exception as exc:  # the run is over; what is left in Redis is only untidy
+                log.warning("budget keys %s:* were not deleted: %s", store.base, exc)
+            store.close()
 
     def _clock(self, ts: int) -> int:
         return time.time_ns() if self.wall_clock else ts
@@ -87,16 +139,29 @@ class BudgetService:
     # ------------------------------------------------------------------------------------- agents' calls
     def reserve(self, agent: str, kind: str, amount_e8: int, ts: int) -> int | Refusal:
         """``ts``: the agent's bar time (0 before its first bar, e.g. in ``on_start``: the run's now)."""
-        return self.book.reserve(agent, kind, amount_e8, self._clock(ts or self._now), time.time_ns())
+        try:
+            return self.book.reserve(agent, kind, amount_e8, self._clock(ts or self._now), time.time_ns())
+        except AuthorityUnavailable as exc:
+            self._down(exc)
+            return unavailable_refusal(agent, kind, amount_e8, exc)
 
+    # Redis unreachable: a settle or cancel waits in the book's queue; one whose reservation had to be
+    # looked up is dropped, and the reservation is charged in full when it expires (never too little).
     def settle(self, reservation_id: int, actual_e8: int) -> None:
-        self.book.settle(reservation_id, actual_e8)
+        try:
+            self.book.settle(reservation_id, actual_e8)
+        except AuthorityUnavailable as exc:
+            self._down(exc)
 
     def cancel(self, reservation_id: int) -> None:
         self.book.cancel(reservation_id)
 
     def remaining(self, agent: str, kind: str) -> int | None:
-        return self.book.remaining(agent, kind)
+        try:
+            return self.book.remaining(agent, kind)
+        except AuthorityUnavailable as exc:
+            self._down(exc)
+            return 0 if kind in self.book.meters_with_limit(agent) else None
 
     def ping(self) -> None:
         """Nothing: a caller that waits for it knows every call it sent before was handled."""
@@ -105,10 +170,57 @@ class BudgetService:
     def step(self, charges: dict[str, dict[str, int]], now: int) -> StepReport:
         """Charge the step just done (``charges``: agent -> meter -> amount in 1e-8 units, e.g.
         ``compute_s`` and ``fees``), move to ``now`` (the next step's first bar), reserve the next
-        step's compute, and report the agents that are not plainly active, with the events to record."""
-        self._charge(charges, now)
-        self._reserve_compute()
-        return StepReport(self._statuses(), self.book.drain_events())
+        step's compute, and report the agents that are not plainly active, with the events to record.
+
+        Redis unreachable (``authority = "redis"``): the charges wait in the book, no compute is granted
+        (compute-capped agents are not called), and the outage is an event; nothing raises."""
+        try:
+            self._charge(charges, now)
+            self._reserve_compute()
+        except AuthorityUnavailable as exc:
+            self._down(exc)
+            self._compute_refused = set(self._history)
+        else:
+            self._up()
+        return StepReport(self._statuses(), self._drain())
+
+    def _drain(self) -> list[BudgetEvent]:
+        events = self.book.drain_events() + self._outage_events
+        self._outage_events = []
+        return events
+
+    def _down(self, exc: AuthorityUnavailable) -> None:
+        if self._unreachable is None:
+            self._outage_events.append(
+                BudgetEvent(
+                    self._clock(self._now),
+                    "",
+                    "unavailable",
+                    "all",
+                    0,
+                    0,
+                    f"{exc}; until it answers every reservation is refused, compute-capped agents are not "
+                    "called, and charges wait",
+                    {"error": str(exc)},
+                )
+            )
+            log.warning("budget authority unavailable: %s", exc)
+        self._unreachable = str(exc)
+
+    def _up(self) -> None:
+        if self._unreachable is not None:
+            self._outage_events.append(
+                BudgetEvent(
+                    self._clock(self._now),
+                    "",
+                    "available",
+                    "all",
+                    0,
+                    0,
+                    "the budget authority answers again; the charges that waited are recorded",
+                )
+            )
+            self._unreachable = None
 
     def _charge(self, charges: dict[str, dict[str, int]], now: int) -> None:
         book = self.book
@@ -136,17 +248,23 @@ class BudgetService:
         book = self.book
         clock = self._clock(self._now)
         self._compute_refused.clear()
+        wanted: list[tuple[str, int, int]] = []
         for agent, history in self._history.items():
             state = book.state(agent)
             if state >= BudgetState.SUSPENDED:
                 continue
             steps = book.mode(agent)[0] if state is BudgetState.THROTTLED else 1
             typical = sorted(history)[(len(history) - 1) // 2] if history else 0
-            estimate = 2 * max(_MIN_COMPUTE_E8, typical * steps)
-            left = book.remaining(agent, "compute_s")
+            wanted.append((agent, steps, 2 * max(_MIN_COMPUTE_E8, typical * steps)))
+        # Agents' budgets are independent: all are read, then all reserved (one round trip each in Redis).
+        lefts = book.remaining_many([(agent, "compute_s") for agent, _, _ in wanted])
+        asks = []
+        for (agent, _, estimate), left in zip(wanted, lefts, strict=True):
             if left is not None:
                 estimate = min(estimate, left) if left >= _MIN_COMPUTE_E8 else _MIN_COMPUTE_E8
-            granted = book.reserve(agent, "compute_s", estimate, clock, time.time_ns())
+            asks.append((agent, "compute_s", estimate))
+        answers = book.reserve_many(asks, clock, time.time_ns())
+        for (agent, steps, _), granted in zip(wanted, answers, strict=True):
             if isinstance(granted, Refusal):
                 self._compute_refused.add(agent)
             else:
@@ -165,11 +283,39 @@ class BudgetService:
         return out
 
     def finish(self, charges: dict[str, dict[str, int]]) -> BudgetReport:
-        """Charge the last step, charge every open reservation in full, and report usage per agent."""
-        self._charge(charges, self._now)  # no next step: nothing more to reserve
-        self.book.expire_all("the run ended")
-        spent = {agent: self.book.spent_e8(agent) for agent in self.book.states()}
-        return BudgetReport(self.book.drain_events(), self.book.report(), spent)
+        """Charge the last step, charge every open reservation in full, and report usage per agent.
+
+        Redis unreachable: asked again for a few seconds; then the run ends without a cost report (an
+        ``unavailable`` event says so)."""
+        try:
+            self._charge(charges, self._now)  # no next step: nothing more to reserve
+        except AuthorityUnavailable as exc:
+            self._down(exc)  # the charges wait in the book's queue
+        for attempt in range(_FINISH_TRIES):
+            try:
+                self.book.expire_all("the run ended")
+                spent = {agent: self.book.spent_e8(agent) for agent in self.book.states()}
+                rows = self.book.report()
+            except AuthorityUnavailable as exc:
+                self._down(exc)
+                if attempt + 1 < _FINISH_TRIES:
+                    time.sleep(1.0)
+                continue
+            self._up()
+            return BudgetReport(self._drain(), rows, spent)
+        self._outage_events.append(
+            BudgetEvent(
+                self._clock(self._now),
+                "",
+                "unavailable",
+                "all",
+                0,
+                0,
+                f"the run ends without a cost report: {self._unreachable}",
+                {"error": self._unreachable},
+            )
+        )
+        return BudgetReport(self._drain(), [], {})
 
 
 BudgetAuthority: Any = ray.remote(BudgetService)

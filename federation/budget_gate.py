@@ -1,9 +1,11 @@
 """``BudgetGate``: the supervisor's side of budgets: what to charge after a step, whom to call in the next.
 
 When any agent has a budget, the run starts a :mod:`budget authority <federation.budget_authority>`
-actor, and agents reserve there themselves. Without budgets the same accounting runs in this process:
-usage is still metered (compute, fees, and what agents settle, reported back by their runners) for the
-cost report, and nothing is ever refused.
+actor, and agents reserve there themselves; with ``[budgets] authority = "redis"`` the authority is
+Redis instead (:mod:`federation.budget_redis`): agents reserve there directly, from whatever node they
+run on, and the gate runs the supervisor's side of it in this process. Without budgets the same
+accounting runs in this process: usage is still metered (compute, fees, and what agents settle, reported
+back by their runners) for the cost report, and nothing is ever refused.
 
 Per step the gate sends one ``step`` call (charges of the step just done, and the time of the next) and
 reads its answer before the next step: suspended and stopped agents are not called (their fills wait,
@@ -66,7 +68,7 @@ def budget_event_record(event: BudgetEvent) -> EventRecord:
         "budget",
         event.code,
         event.message,
-        event.agent,
+        event.agent or None,  # no agent: about the authority itself (Redis unavailable)
         {
             "budget": event.kind,
             "amount": str(from_e8(event.amount_e8)),
@@ -88,9 +90,11 @@ class BudgetGate:
         scheduling_strategy: Any = None,
     ) -> None:
         self.enforced = any(budgets.values())
+        self.redis = self.enforced and settings.authority == "redis"
         kwargs: dict[str, Any] = {"budgets": budgets, "settings": settings, "start_ns": start_ns}
-        self._actor = start_budget_authority(scheduling_strategy, **kwargs) if self.enforced else None
-        self._local = None if self.enforced else BudgetService(**kwargs)
+        actor = self.enforced and not self.redis
+        self._actor = start_budget_authority(scheduling_strategy, **kwargs) if actor else None
+        self._local = None if actor else BudgetService(**kwargs)
         self.statuses: dict[str, AgentBudgetStatus] = {}
         self.final_states: dict[str, str] = {}
         self.spent: dict[str, Decimal] = {}
@@ -104,7 +108,12 @@ class BudgetGate:
     @property
     def backend(self) -> BudgetBackend | None:
         """What agents reserve through (None: their own unlimited tally)."""
-        return RayBudgetBackend(self._actor) if self._actor is not None else None
+        if self._actor is not None:
+            return RayBudgetBackend(self._actor)
+        if self.redis:
+            assert self._local is not None
+            return self._local.agent_backend()
+        return None
 
     # ------------------------------------------------------------------------------------------ steps
     def meter(self, results: Sequence[AgentBlockResult], fees_e8: dict[str, int]) -> None:
@@ -174,5 +183,8 @@ class BudgetGate:
         return events + report.events, [cost_row(r) for r in report.rows]
 
     def kill(self) -> None:
+        """End the authority: the actor, or this run's keys in Redis (runs are not resumed)."""
         if self._actor is not None:
             ray.kill(self._actor, no_restart=True)
+        if self._local is not None:
+            self._local.close(delete=True)

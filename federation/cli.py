@@ -17,7 +17,7 @@ from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Annotated, TextIO
+from typing import Annotated, Literal, TextIO
 
 import typer
 from rich.console import Console
@@ -220,15 +220,23 @@ def bench_execution_command(
             help="minimal: portfolio max position + notional; full: every agent and portfolio check."
         ),
     ] = RiskMode.minimal,
+    ledger: Annotated[
+        str | None,
+        typer.Option(
+            help="Ledger written through the write-behind buffer (default: a temporary SQLite file); a "
+            "postgresql:// URL also runs an SQLite pass beside it. The benchmark's rows are deleted."
+        ),
+    ] = None,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Write the JSON here instead of stdout.")
     ] = None,
 ) -> None:
-    """Orders/s through risk + simulated venue + SQLite ledger, and the risk checks' p50/p99 (µs)."""
+    """Orders/s through risk + simulated venue + ledger (vs. no ledger: ratio), and the risk checks'
+    p50/p99 (µs)."""
     from federation.bench.execution import bench_execution
 
     out = _stdout_for_json()
-    result = bench_execution(orders=orders, symbols=symbols, agents=agents, risk=risk.value)
+    result = bench_execution(orders=orders, symbols=symbols, agents=agents, risk=risk.value, ledger=ledger)
     _emit(result, json_file, out)
 
 
@@ -242,6 +250,16 @@ def bench_budget_command(
         int, typer.Option(min=1, max=256, help="Caller processes (agents dealt among them as threads).")
     ] = 4,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join; default a local Ray.")] = None,
+    authority: Annotated[
+        Literal["actor", "redis", "both"],
+        typer.Option(
+            help="Budget authority measured: the Ray actor, Redis (callers reserve against it directly), or "
+            "both in one run (Redis's figures under 'redis')."
+        ),
+    ] = "actor",
+    redis: Annotated[
+        str, typer.Option(help="Redis of --authority redis/both (its keys are deleted afterwards).")
+    ] = "redis://127.0.0.1:6379/0",
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Write the JSON here instead of stdout.")
     ] = None,
@@ -251,7 +269,50 @@ def bench_budget_command(
     from federation.bench.budget import bench_budget
 
     out = _stdout_for_json()
-    result = bench_budget(agents=agents, reservations=reservations, processes=processes, address=address)
+    result = bench_budget(
+        agents=agents,
+        reservations=reservations,
+        processes=processes,
+        address=address,
+        authority=authority,
+        redis_url=redis,
+    )
+    _emit(result, json_file, out)
+
+
+@bench_app.command("redis-feed")
+def bench_redis_feed_command(
+    agents: Annotated[int, typer.Option(min=1, max=100_000, help="Agents in the fleet.")] = 100,
+    isolation: Annotated[Isolation, typer.Option(help="Tier of every agent.")] = Isolation.shared,
+    steps: Annotated[int, typer.Option(min=2, help="Time steps published (bars = steps x symbols).")] = 500,
+    symbols: Annotated[int, typer.Option(min=1, max=1000, help="Symbols every agent trades.")] = 4,
+    agent: Annotated[
+        AgentKind, typer.Option(help="per-bar: on_bar per bar (typical user code); vectorized: on_batch.")
+    ] = AgentKind.per_bar,
+    redis_url: Annotated[
+        str, typer.Option("--redis", help="Redis server; a fresh stream is used and deleted.")
+    ] = "redis://127.0.0.1:6379/0",
+    shared_hosts: Annotated[int, typer.Option(min=0, help="Shared tier hosts; 0 = cluster CPUs.")] = 0,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join; default a local Ray.")] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the JSON here instead of stdout.")
+    ] = None,
+) -> None:
+    """Bars/s from a Redis stream into a live fleet, against the same fleet on the same bars in memory
+    (ratio_to_preloaded) and the same agents in one Python loop (ratio); the feed alone; tick latency."""
+    from federation.bench.redis_feed import bench_redis_feed
+
+    out = _stdout_for_json()
+    result = bench_redis_feed(
+        agents=agents,
+        isolation=isolation.value,
+        steps=steps,
+        symbols=symbols,
+        agent_kind=agent.value,
+        url=redis_url,
+        shared_hosts=shared_hosts,
+        address=address,
+    )
     _emit(result, json_file, out)
 
 
@@ -266,8 +327,8 @@ def costs(
     target: Annotated[
         str,
         typer.Argument(
-            help="A ledger (file path or sqlite:/// URL; its latest run unless --run) or a run id (looked up "
-            "in --ledger).",
+            help="A ledger (file path, sqlite:/// or postgresql:// URL; its latest run unless --run) or a "
+            "run id (looked up in --ledger).",
             show_default=False,
         ),
     ],
@@ -296,8 +357,65 @@ def costs(
 
 
 @app.command()
+def report(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A ledger (file path, sqlite:/// or postgresql:// URL; its latest run unless --run) or a "
+            "run id (looked up in --ledger).",
+            show_default=False,
+        ),
+    ],
+    run_id: Annotated[str | None, typer.Option("--run", help="Run id within the ledger given.")] = None,
+    ledger: Annotated[str, typer.Option(help="Ledger to look a run id up in.")] = "sqlite:///federation.db",
+    agent: Annotated[str | None, typer.Option(help="Only this agent's account and orders.")] = None,
+    orders: Annotated[bool, typer.Option("--orders", help="Also the order history.")] = False,
+    status: Annotated[
+        str | None, typer.Option(help="With --orders: only orders of this status (e.g. denied).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Cash, realized P&L, fees, fills and positions per agent and for the portfolio; with --orders the
+    order history (denials and expiries with their reasons, and agent-level risk denials).
+
+    Examples: federation report runs.db --orders --status denied; federation report
+    postgresql://me@db/ledger --agent momentum-0 --json
+    """
+    from federation.run_control import find_run
+    from federation.run_report import render_report, run_report
+
+    url, run = find_run(target, run_id, ledger)
+    result = run_report(url, run, agent=agent, orders=orders, status=status)
+    if json_output:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        render_report(result, Console(width=None if sys.stdout.isatty() else 200))
+
+
+@app.command("ledger-replay")
+def ledger_replay(
+    file: Annotated[Path, typer.Argument(help="The file a run saved its unwritten ledger batches to.")],
+    ledger: Annotated[str, typer.Option(help="The run's ledger URL.", show_default=False)],
+) -> None:
+    """Write the batches a run saved when its ledger database did not come back in time (each once:
+    batches that did reach the database are skipped)."""
+    from federation.ledger import open_ledger, replay_unwritten
+
+    if not file.is_file():
+        raise UserInputError(f"{file}: no such file; give the path the run's error message named")
+    target = open_ledger(ledger)
+    try:
+        applied = replay_unwritten(file, target)
+    finally:
+        target.close()
+    stderr.print(f"{applied} operations written to {ledger}; you may delete {file}")
+
+
+@app.command()
 def halt(
-    ledger: Annotated[str, typer.Argument(help="Ledger of the running run (file path or sqlite:/// URL).")],
+    ledger: Annotated[
+        str, typer.Argument(help="Ledger of the running run (file path, sqlite:/// or postgresql:// URL).")
+    ],
     run_id: Annotated[
         str | None, typer.Option("--run", help="Run to halt; default: the ledger's newest running run.")
     ] = None,
@@ -308,6 +426,93 @@ def halt(
 
     run = request_halt(ledger, run_id, reason)
     stderr.print(f"halt requested for run {run}; its supervisor acts on it at the next step")
+
+
+class CsvFormat(StrEnum):
+    generic = "generic"
+    lean = "lean"
+
+
+@app.command()
+def publish(
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            help="CSV files: PATH (its symbol from --symbol) or SYMBOL=PATH; several files of one symbol "
+            "are joined in time order, several symbols interleaved by time.",
+            show_default=False,
+        ),
+    ],
+    stream: Annotated[str, typer.Option(help="Stream key to add the bars to.", show_default=False)],
+    redis_url: Annotated[str, typer.Option("--redis", help="Redis server URL.")] = "redis://127.0.0.1:6379/0",
+    symbol: Annotated[
+        str | None, typer.Option(help="Symbol of the files given as a plain PATH.", show_default=False)
+    ] = None,
+    csv_format: Annotated[
+        CsvFormat, typer.Option("--format", help="generic (header + OHLCV) or lean (LEAN equity bars).")
+    ] = CsvFormat.generic,
+    timezone: Annotated[
+        str | None, typer.Option(help="Zone of naive times; default UTC (generic), America/New_York (lean).")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="First date to publish (YYYY-MM-DD).")] = None,
+    end_date: Annotated[
+        str | None, typer.Option("--until", help="Last date to publish (YYYY-MM-DD).")
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(min=0.01, help="Bars per second (default: as fast as possible).")
+    ] = None,
+    end: Annotated[
+        bool,
+        typer.Option("--end/--no-end", help="Add the end marker after the bars (a run reading it ends)."),
+    ] = True,
+) -> None:
+    """Replay CSV bars into a Redis stream, one entry per bar, for a fleet whose feed is kind = "redis".
+
+    The files are read like a csv feed (same formats and checks; bad records are skipped and counted).
+    Example: federation publish SPY=examples/data/lean/daily/spy.csv --format lean --stream bars:daily
+    """
+    from pydantic import ValidationError
+
+    from federation.config import CsvFeedConfig, format_validation_error
+    from federation.feeds import load_feed
+    from federation.feeds.redis_stream import publish_market
+    from federation.ledger import mask_url
+
+    paths: dict[str, list[Path]] = {}
+    for item in files:
+        name, sep, path = item.partition("=")
+        if sep and name and path and "/" not in name and not Path(item).exists():
+            paths.setdefault(name, []).append(Path(path))
+        elif symbol:
+            paths.setdefault(symbol, []).append(Path(item))
+        else:
+            raise UserInputError(
+                f"{item}: which symbol are these bars? pass --symbol SPY, or write SPY={item}"
+            )
+    raw = {
+        "kind": "csv",
+        "format": csv_format.value,
+        "paths": {name: found[0] if len(found) == 1 else found for name, found in paths.items()},
+        "timezone": timezone,
+        "start": start,
+        "end": end_date,
+    }
+    try:
+        feed = CsvFeedConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserInputError(format_validation_error("publish", exc)) from None
+    market = load_feed(feed, base_dir=Path.cwd(), seed=0)
+    if market.issues:
+        stderr.print(
+            f"[yellow]{len(market.issues)} bad records skipped (not published)[/yellow], "
+            f"e.g. {market.issues[0]}"
+        )
+    result = publish_market(market, url=redis_url, stream=stream, rate=rate, end=end)
+    marker = " and an end marker" if end else ""
+    typer.echo(
+        f"published {result.bars} bars of {', '.join(market.symbols)}{marker} to stream {stream!r} at "
+        f"{mask_url(redis_url)} in {result.seconds:.2f} s"
+    )
 
 
 _IDENT = re.compile(r"[^0-9a-zA-Z_]+")

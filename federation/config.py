@@ -11,11 +11,13 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agents.budget import meter_problem
 from federation.errors import ConfigError
+from federation.events_out.config import EventStreamConfig
 from federation.money import E8
 from policies.breakers import BreakerSpec
 from policies.budget import BudgetLimit
@@ -181,7 +183,121 @@ class SyntheticFeedConfig(_Model):
     seed: int | None = Field(None, ge=0, description="Overrides [federation] seed for the feed.")
 
 
-FeedConfig = Annotated[CsvFeedConfig | SyntheticFeedConfig, Field(discriminator="kind")]
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class RedisFeedConfig(_Model):
+    """``[feed] kind = "redis"``: bars read as they arrive from a Redis stream through a consumer group.
+
+    Live mode only (ticks are driven by arriving bars); the message format and the delivery guarantees
+    are in :mod:`federation.feeds.redis_stream` and ``docs/redis-feed.md``.
+    """
+
+    kind: Literal["redis"]
+    url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis server: redis://[user:password@]host:port/db, rediss:// (TLS) or unix:///path.",
+    )
+    stream: str = Field(min_length=1, description="Key of the stream producers add bars to.")
+    symbols: list[str] = Field(
+        min_length=1, description="Symbols of the run; entries of other symbols are skipped and reported."
+    )
+    group: str = Field("federation", min_length=1, description="Consumer group the run reads with.")
+    consumer: str | None = Field(
+        None,
+        min_length=1,
+        description="Consumer name in the group; default 'federation-<hostname>' (the same after a "
+        "restart, so a restarted run re-reads what it left unacknowledged).",
+    )
+    start: Literal["new", "earliest"] = Field(
+        "new",
+        description="Where a group this run creates starts: 'new' (entries added from now on) or "
+        "'earliest' (the whole stream). An existing group continues where it stopped.",
+    )
+    timezone: str = Field("UTC", description="Zone of ISO timestamps without an offset.")
+    on_invalid: Literal["skip", "error"] = Field(
+        "skip",
+        description="Bad entries (unreadable, NaN, <= 0, high < low, out of order, duplicate, unknown "
+        "symbol): skip and report, or stop the run.",
+    )
+    step_idle_ms: float = Field(
+        200.0,
+        gt=0,
+        le=600_000,
+        description="A time step goes to the agents when a bar with a later time arrives, or after the "
+        "stream was idle this long.",
+    )
+    idle_timeout_s: float | None = Field(
+        None, gt=0, description="End the run when no entry arrived for this long; none: wait for ever."
+    )
+    max_bars: int | None = Field(None, ge=1, description="End the run after this many accepted bars.")
+    read_count: int = Field(500, ge=1, le=100_000, description="Entries asked for per XREADGROUP.")
+    block_ms: int = Field(
+        250,
+        ge=1,
+        le=60_000,
+        description="Longest wait of one read: how often an idle run checks for a halt or an idle timeout.",
+    )
+    reconnect_min_s: float = Field(
+        0.1, gt=0, le=3600, description="Redis down: first wait before reconnecting (doubles each try)."
+    )
+    reconnect_max_s: float = Field(5.0, gt=0, le=3600, description="Redis down: longest wait between tries.")
+    claim_idle_s: float | None = Field(
+        None,
+        gt=0,
+        description="At start, take over entries other consumers of the group left unacknowledged for at "
+        "least this long (a consumer that died); none: only this consumer's own.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(REDIS_URL_SCHEMES):
+            raise ValueError(
+                f"{value!r} is not a Redis URL; write redis://host:6379/0, rediss://host:6380/0 (TLS) or "
+                "unix:///path/to/redis.sock"
+            )
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _unique_symbols(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for symbol in value:
+            if not symbol.strip():
+                raise ValueError("a symbol is empty; list names such as 'SPY'")
+            if symbol in seen:
+                raise ValueError(f"{symbol!r} is listed twice; list each symbol once")
+            seen.add(symbol)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not a known time zone; use an IANA name such as 'UTC' or 'America/New_York'"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RedisFeedConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s = {self.reconnect_min_s} is above reconnect_max_s = "
+                f"{self.reconnect_max_s}; swap them"
+            )
+        if self.idle_timeout_s is not None and self.idle_timeout_s * 1000 <= self.step_idle_ms:
+            raise ValueError(
+                f"idle_timeout_s = {self.idle_timeout_s} ends the run before step_idle_ms = "
+                f"{self.step_idle_ms:g} completes a step; make idle_timeout_s longer"
+            )
+        return self
+
+
+FeedConfig = Annotated[CsvFeedConfig | SyntheticFeedConfig | RedisFeedConfig, Field(discriminator="kind")]
 
 
 class ExecutionConfig(_Model):
@@ -333,6 +449,29 @@ class BudgetSettings(_Model):
     default: list[BudgetEntry] = Field(
         default_factory=list, description="Budgets of every agent whose [[agents]] entry sets none."
     )
+    authority: Literal["actor", "redis"] = Field(
+        "actor",
+        description="Where reservations are decided: 'actor' (one Ray actor, one call at a time) or "
+        "'redis' (Lua scripts in Redis that agents on any node call directly, for runs that span "
+        "nodes; see docs/budget-authority.md).",
+    )
+    redis: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis of authority = 'redis': redis://[user:password@]host:port/db, rediss:// (TLS) "
+        "or unix:///path/to/socket.",
+    )
+    key_prefix: str = Field(
+        "federation:budget",
+        description="Start of every Redis key of the budgets (authority = 'redis'); each run adds "
+        "':{<its own id>}:' after it.",
+    )
+    redis_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="How long a call to Redis may take (authority = 'redis'); one that does not answer in "
+        "time is refused (nothing is granted unchecked).",
+    )
 
     @field_validator("prices")
     @classmethod
@@ -343,6 +482,27 @@ class BudgetSettings(_Model):
             problem = meter_problem(meter)
             if problem is not None:
                 raise ValueError(f"prices.{meter}: {problem}")
+        return value
+
+    @field_validator("redis")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"redis = {value!r} is not a Redis URL; use redis://host:6379/0, rediss://... or "
+                "unix:///path/to/socket"
+            )
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        if not value or any(c in value for c in "{} \t\n"):
+            raise ValueError(
+                f"key_prefix = {value!r}: use a non-empty prefix without spaces or braces (the braces "
+                "after it keep one run's keys together), e.g. 'federation:budget'"
+            )
         return value
 
 
@@ -478,6 +638,27 @@ class RiskLimits(_Model):
             )
         return self
 
+    @field_validator("redis")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"redis = {value!r} is not a Redis URL; use redis://host:6379/0, rediss://... or "
+                "unix:///path/to/socket"
+            )
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        if not value or any(c in value for c in "{} \t\n"):
+            raise ValueError(
+                f"key_prefix = {value!r}: use a non-empty prefix without spaces or braces (the braces "
+                "after it keep one run's keys together), e.g. 'federation:budget'"
+            )
+        return value
+
 
 class RiskConfig(RiskLimits):
     """``[risk]``: pre-trade checks on the portfolio's net orders, and the portfolio's breakers."""
@@ -494,6 +675,29 @@ class RiskConfig(RiskLimits):
     instruments: dict[str, InstrumentConfig] = Field(
         default_factory=dict,
         description="Per symbol: lot_size, price_tick and min_quantity the venue requires.",
+    )
+    authority: Literal["actor", "redis"] = Field(
+        "actor",
+        description="Where reservations are decided: 'actor' (one Ray actor, one call at a time) or "
+        "'redis' (Lua scripts in Redis that agents on any node call directly, for runs that span "
+        "nodes; see docs/budget-authority.md).",
+    )
+    redis: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis of authority = 'redis': redis://[user:password@]host:port/db, rediss:// (TLS) "
+        "or unix:///path/to/socket.",
+    )
+    key_prefix: str = Field(
+        "federation:budget",
+        description="Start of every Redis key of the budgets (authority = 'redis'); each run adds "
+        "':{<its own id>}:' after it.",
+    )
+    redis_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="How long a call to Redis may take (authority = 'redis'); one that does not answer in "
+        "time is refused (nothing is granted unchecked).",
     )
 
 
@@ -625,6 +829,7 @@ class FleetConfig(_Model):
 
     federation: FederationSettings = FederationSettings()
     ledger: LedgerSettings = LedgerSettings()
+    events: EventStreamConfig = EventStreamConfig()
     feed: FeedConfig
     execution: ExecutionConfig = ExecutionConfig()
     risk: RiskConfig = RiskConfig()

@@ -112,6 +112,29 @@ class LiveSummary(BaseModel):
     late_answers: int = Field(description="Runner answers that arrived after the tick that asked.")
 
 
+class FeedSummary(BaseModel):
+    """A streaming feed's delivery (``[feed] kind = "redis"``): what was read, acknowledged, re-read,
+    and how long Redis was unreachable."""
+
+    kind: str
+    stream: str
+    group: str
+    consumer: str
+    entries: int = Field(description="Stream entries handled: bars, skipped entries, the end marker.")
+    bars: int = Field(description="Bars accepted into time steps.")
+    acked: int = Field(description="Entries acknowledged (XACK) after their step was processed.")
+    redelivered: int = Field(
+        description="Entries read again from the group's pending list (left unacknowledged by an earlier "
+        "run, taken over from another consumer, or lost in an outage)."
+    )
+    outages: int = Field(description="Times Redis became unreachable during the run.")
+    outage_s: float = Field(description="Seconds Redis was unreachable, in total.")
+    end: str | None = Field(
+        description="What ended the feed: end_marker, max_bars, max_ticks, idle_timeout, halted, "
+        "interrupted (None: the run stopped for another reason)."
+    )
+
+
 class LedgerWriterSummary(BaseModel):
     """One process's write-behind buffer over the run (the supervisor's, the execution actor's)."""
 
@@ -172,10 +195,16 @@ class RunSummary(BaseModel):
         0,
         description="Capital re-splits by the [allocation] policy that took effect (one per block at most).",
     )
+    events_out: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The Redis event publishers ([events]; supervisor, execution): published, dropped, "
+        "outages.",
+    )
     ledger_writers: list[LedgerWriterSummary] = Field(
         default_factory=list,
         description="The write-behind buffers (supervisor, execution): batches, database outages, waits.",
     )
+    feed: FeedSummary | None = Field(None, description="A streaming feed's delivery and outages (redis).")
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
@@ -261,6 +290,15 @@ def render(summary: RunSummary, console: Console, max_agents: int = 60) -> None:
             f"live: {lv.ticks} ticks, tick to orders p50 {lv.tick_to_orders_p50_ms:.1f} ms, "
             f"p99 {lv.tick_to_orders_p99_ms:.1f} ms; {lv.coalesced_bars} bars coalesced, "
             f"{lv.late_answers} late answers"
+        )
+    if summary.feed is not None:
+        f = summary.feed
+        down = (
+            f"[yellow]{f.outages} Redis outages ({f.outage_s:.1f} s)[/yellow]" if f.outages else "no outage"
+        )
+        console.print(
+            f"feed: stream {f.stream!r} (group {f.group!r}, consumer {f.consumer!r}): {f.bars} bars, "
+            f"{f.acked} entries acknowledged, {f.redelivered} re-read; {down}; ended by {f.end or 'the run'}"
         )
     if summary.data_issues:
         console.print(f"[yellow]{summary.data_issues} data records skipped[/yellow], e.g.:")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -32,8 +32,10 @@ from agents.base import HookError
 from agents.model import BarBatch, FillRow
 from federation.aggregator import Aggregator
 from federation.budget_gate import BudgetGate, budget_event_record
-from federation.config import FleetConfig
+from federation.config import FleetConfig, RedisFeedConfig
 from federation.errors import AgentLoadError, ConfigError, LedgerError
+from federation.events_out import open_publisher
+from federation.events_out.tee import EventTap
 from federation.execution import start_execution_actor
 from federation.feeds import MarketData, load_feed
 from federation.fleet import AgentSpec, build_fleet
@@ -56,6 +58,7 @@ from federation.runners.base import trim_backlog
 from federation.runners.placement import build_runners
 from federation.summary import (
     AgentSummary,
+    FeedSummary,
     LedgerWriterSummary,
     LiveSummary,
     PortfolioSummary,
@@ -64,6 +67,9 @@ from federation.summary import (
 )
 from policies.aggregation import AGGREGATION_POLICIES
 from policies.allocation import CapitalAllocator, Rebalance, build_allocator
+
+if TYPE_CHECKING:
+    from federation.feeds.redis_stream import RedisBarSource
 
 log = logging.getLogger("federation")
 
@@ -106,6 +112,20 @@ class _RunState:
     held_steps: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _LiveTicks:
+    """What live mode carries from one tick to the next."""
+
+    runners: list[Runner]
+    stats: LiveStats = field(default_factory=LiveStats)
+    inflight: dict[Any, tuple[Runner, float]] = field(default_factory=dict)
+    """Calls still running -> their runner and when they were sent."""
+    backlog: dict[int, list[BarBatch]] = field(default_factory=dict)
+    """Bars a busy runner has not received yet (by ``id(runner)``)."""
+    undelivered: dict[str, list[FillRow]] = field(default_factory=dict)
+    lost: set[int] = field(default_factory=set)
+
+
 def new_run_id() -> str:
     """Sortable and unique: UTC time plus 6 random hex digits."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
@@ -113,6 +133,12 @@ def new_run_id() -> str:
 
 class Supervisor:
     """Runs one fleet from a validated config. ``run()`` returns the :class:`RunSummary`."""
+
+    _stream: RedisBarSource | None = None
+    _events: EventTap | None = None
+    """Publishes the supervisor's ledger batches and the signals to Redis (``[events] url``)."""
+    _agent_symbols: dict[str, tuple[str, ...]] = {}  # noqa: RUF012 (replaced per run, never mutated)
+    """The streaming feed of a ``kind = "redis"`` run (set by :meth:`prepare`); None for loaded data."""
 
     def __init__(
         self,
@@ -156,7 +182,10 @@ class Supervisor:
     def prepare(self) -> tuple[MarketData, list[AgentSpec]]:
         """Load the feed and the fleet; every input error surfaces here, before Ray starts."""
         cfg = self.config
-        market = load_feed(cfg.feed, base_dir=cfg.base_dir, seed=cfg.federation.seed)
+        if isinstance(cfg.feed, RedisFeedConfig):
+            market = self._stream_market(cfg.feed)
+        else:
+            market = load_feed(cfg.feed, base_dir=cfg.base_dir, seed=cfg.federation.seed)
         by_symbol = [
             ("risk.max_position_by_symbol", set(cfg.risk.max_position_by_symbol)),
             ("risk.instruments", set(cfg.risk.instruments)),
@@ -173,17 +202,44 @@ class Supervisor:
                     f"(feed symbols: {', '.join(market.symbols)})"
                 )
         fleet = build_fleet(cfg, market.symbols, self.source)
+        if self._stream is not None:
+            self._stream.check()  # reach Redis and create the group once every other input is known good
         return market, fleet
+
+    def _stream_market(self, feed: RedisFeedConfig) -> MarketData:
+        """Set up the streaming source of a redis feed; its symbols come from the config, its bars
+        arrive during the run (the returned data has none)."""
+        from federation.feeds.redis_stream import RedisBarSource, empty_market
+
+        cfg = self.config
+        if cfg.federation.mode != "live":
+            raise ConfigError(
+                f"{self.source}: feed.kind = 'redis' streams bars as they arrive, which only a live run can "
+                'follow; set [federation] mode = "live" (or pass --mode live)'
+            )
+        if cfg.live.tick_interval_ms != type(cfg.live).model_fields["tick_interval_ms"].default:
+            raise ConfigError(
+                f"{self.source}: live.tick_interval_ms paces a replayed feed; with feed.kind = 'redis' the "
+                "arriving bars drive the ticks; remove tick_interval_ms (feed.step_idle_ms says when a "
+                "time step is complete)"
+            )
+        self._stream = RedisBarSource(feed, max_issues=MAX_DATA_ISSUE_EVENTS)
+        return empty_market(tuple(feed.symbols))
 
     def run(self) -> RunSummary:
         market, fleet = self.prepare()
         ledger = open_buffered_ledger(
             self.config.federation.ledger, writer="supervisor", **self.config.ledger.model_dump()
         )
+        publisher = open_publisher(self.config.events, self.run_id, "supervisor")
+        if publisher is not None:
+            ledger.tap = self._events = EventTap(publisher)
+            self._agent_symbols = {s.name: s.symbols for s in fleet}
         try:
             summary = self._run(market, fleet, ledger)
         except BaseException:
             try:
+                self._close_events(ledger)
                 ledger.close()
             except LedgerError as exc:  # the run's own error is the one to report
                 log.error("%s", exc)
@@ -191,13 +247,29 @@ class Supervisor:
         ledger.close()  # waits for the last writes; names the file if the database never came back
         return summary
 
+    def _close_events(self, ledger: BufferedLedger) -> dict[str, Any] | None:
+        """Stop the supervisor's event publisher (if any); its report for the summary."""
+        if self._events is None:
+            return None
+        tap, self._events = self._events, None
+        return tap.close(ledger, self.run_id).to_dict()
+
+    def _publish_signals(self, ts: Any, results: list[AgentBlockResult]) -> None:
+        """The agents' signals to the ``signals`` stream (``[events]``): rows of ``weights`` at ``ts``."""
+        if self._events is None:
+            return
+        for r in results:
+            symbols = self._agent_symbols.get(r.name)
+            if symbols is not None and r.weights.shape == (len(ts), len(symbols)):
+                self._events.publisher.publish_signals(r.name, symbols, ts, r.weights, r.confidences)
+
     def _run(self, market: MarketData, fleet: list[AgentSpec], ledger: BufferedLedger) -> RunSummary:
         cfg, started = self.config, time.perf_counter()
         ledger.begin_run(
             RunRecord(
                 self.run_id,
                 time.time_ns(),
-                cfg.model_dump_json(),
+                _config_json(cfg),
                 cfg.federation.capital,
                 cfg.federation.currency,
                 cfg.federation.seed,
@@ -271,9 +343,15 @@ class Supervisor:
                 gate.kill()
             if report is None:
                 ledger.end_run(self.run_id, status, {"error": error})
+        events_out = self._close_events(ledger)
         ledger.flush()  # the supervisor's writes are in (or still waiting, if the database is away)
         summary = self._summary(market, fleet, state, report, status, started)
         summary.ledger_writers = _writer_summaries(report, ledger)
+        if events_out is not None:
+            summary.events_out = [
+                events_out,
+                *([report["events_out"]] if report and "events_out" in report else []),
+            ]
         ledger.end_run(self.run_id, status, json.loads(summary.to_json()))
         return summary
 
@@ -297,6 +375,7 @@ class Supervisor:
             ledger_url=absolute_ledger_url(cfg.federation.ledger),
             agent_risk=[s.risk for s in fleet],
             ledger_settings=cfg.ledger,
+            events=cfg.events,
         )
 
     def _start(
@@ -405,6 +484,7 @@ class Supervisor:
                 asked = time.perf_counter()
                 calls = {r.process(block_ref, fills, gate.hold(r.names)): r for r in live}
                 results = self._gather(calls, lost)
+                self._publish_signals(batch.ts, results)
                 state.decision_s += time.perf_counter() - asked
                 self._record_results(results, state, ledger)
                 targets = aggregator.targets(batch, results)
@@ -476,15 +556,17 @@ class Supervisor:
         gate: BudgetGate,
         allocator: CapitalAllocator,
     ) -> dict[str, list[FillRow]]:
-        """One bar per tick, paced; busy runners get missed bars coalesced (:mod:`federation.live`)."""
+        """One bar per tick, paced; busy runners get missed bars coalesced (:mod:`federation.live`).
+        A streaming feed drives the ticks itself instead of the clock (:meth:`_stream_loop`)."""
+        live = _LiveTicks(runners, backlog={id(r): [] for r in runners})
+        state.live = live.stats
+        if self._stream is not None:
+            return self._stream_loop(
+                self._stream, live, aggregator, execution, state, ledger, gate, allocator
+            )
         live_cfg = self.config.live
-        stats = state.live = LiveStats()
         clock = TickClock(live_cfg.tick_interval_ms / 1000)
         n_ticks = min(len(market), live_cfg.max_ticks or len(market))
-        inflight: dict[Any, tuple[Runner, float]] = {}
-        backlog: dict[int, list[BarBatch]] = {id(r): [] for r in runners}
-        undelivered: dict[str, list[FillRow]] = {}
-        lost: set[int] = set()
         with self._progress("live", "ticks") as progress:
             task = progress.add_task("live", total=n_ticks)
             for tick, bar in enumerate(market.blocks(1)):
@@ -494,48 +576,124 @@ class Supervisor:
                 if self._halt_requested(state, ledger):
                     break
                 self._budget_step(gate, aggregator, ledger)
-                t0 = time.monotonic_ns()
-                bar_ref = ray.put(bar)
-                busy = {id(r) for r, _ in inflight.values()}
-                asked = []
-                for runner in runners:
-                    key = id(runner)
-                    if key in lost or not self._has_active(runner, state):
-                        continue
-                    queue = backlog[key]
-                    queue.append(bar)
-                    if key in busy:
-                        stats.dropped_bars += trim_backlog(queue, live_cfg.max_backlog_bars)
-                        continue
-                    ref = bar_ref
-                    if len(queue) > 1:
-                        stats.coalesced_bars += len(queue) - 1
-                        ref = ray.put(BarBatch.concat(queue))
-                    backlog[key] = []
-                    fills = {n: undelivered.pop(n) for n in runner.names if n in undelivered}
-                    call = runner.process(ref, fills, gate.hold(runner.names))
-                    inflight[call] = (runner, time.perf_counter())
-                    asked.append(call)
-                results = self._live_answers(asked, inflight, lost, stats, t0)
-                stats.dropped_bars += sum(r.dropped_bars for r in results)
-                self._record_results(results, state, ledger)
-                targets = aggregator.targets(bar, [newest(r) for r in results])
-                outcome = ray.get(execution.process_block.remote(bar_ref, targets))
-                stats.latencies_ns.append(outcome.received_ns - t0)
-                stats.ticks += 1
-                for name, agent_fills in outcome.fills.items():
-                    undelivered.setdefault(name, []).extend(agent_fills)
-                self._allocate(allocator, bar, outcome.equity, aggregator, execution, state, ledger)
-                gate.meter(results, outcome.fees_e8)
+                self._live_tick(live, bar, aggregator, execution, state, ledger, gate, allocator)
                 gate.submit(int(market.ts[min(tick + 1, len(market) - 1)]))
                 progress.advance(task)
-        # Drain: wait for calls still running, so every agent has answered before on_stop.
+        return self._live_drain(live, state, ledger, gate)
+
+    def _live_tick(
+        self,
+        live: _LiveTicks,
+        bar: BarBatch,
+        aggregator: Aggregator,
+        execution: Any,
+        state: _RunState,
+        ledger: Ledger,
+        gate: BudgetGate,
+        allocator: CapitalAllocator,
+    ) -> None:
+        """One tick: the bar to every idle runner (with its backlog), the answers in by the decision
+        timeout to the aggregator, the targets to the execution actor; fills wait for the next call."""
+        stats, inflight, lost = live.stats, live.inflight, live.lost
+        t0 = time.monotonic_ns()
+        bar_ref = ray.put(bar)
+        busy = {id(r) for r, _ in inflight.values()}
+        asked = []
+        for runner in live.runners:
+            key = id(runner)
+            if key in lost or not self._has_active(runner, state):
+                continue
+            queue = live.backlog[key]
+            queue.append(bar)
+            if key in busy:
+                stats.dropped_bars += trim_backlog(queue, self.config.live.max_backlog_bars)
+                continue
+            ref = bar_ref
+            if len(queue) > 1:
+                stats.coalesced_bars += len(queue) - 1
+                ref = ray.put(BarBatch.concat(queue))
+            live.backlog[key] = []
+            fills = {n: live.undelivered.pop(n) for n in runner.names if n in live.undelivered}
+            call = runner.process(ref, fills, gate.hold(runner.names))
+            inflight[call] = (runner, time.perf_counter())
+            asked.append(call)
+        results = self._live_answers(asked, inflight, lost, stats, t0)
+        stats.dropped_bars += sum(r.dropped_bars for r in results)
+        self._record_results(results, state, ledger)
+        latest = [newest(r) for r in results]
+        self._publish_signals(bar.ts, latest)  # the signals as the tick aggregates them
+        targets = aggregator.targets(bar, latest)
+        outcome = ray.get(execution.process_block.remote(bar_ref, targets))
+        stats.latencies_ns.append(outcome.received_ns - t0)
+        stats.ticks += 1
+        for name, agent_fills in outcome.fills.items():
+            live.undelivered.setdefault(name, []).extend(agent_fills)
+        self._allocate(allocator, bar, outcome.equity, aggregator, execution, state, ledger)
+        gate.meter(results, outcome.fees_e8)
+
+    def _live_drain(
+        self, live: _LiveTicks, state: _RunState, ledger: Ledger, gate: BudgetGate
+    ) -> dict[str, list[FillRow]]:
+        """Wait for calls still running, so every agent has answered before on_stop; return the fills
+        not delivered to agents yet."""
         results = []
-        for call, (runner, _) in list(inflight.items()):
-            results += self._gather({call: runner}, lost)
+        for call, (runner, _) in list(live.inflight.items()):
+            results += self._gather({call: runner}, live.lost)
         self._record_results(results, state, ledger)
         gate.meter(results, {})
-        return undelivered
+        return live.undelivered
+
+    def _stream_loop(
+        self,
+        source: RedisBarSource,
+        live: _LiveTicks,
+        aggregator: Aggregator,
+        execution: Any,
+        state: _RunState,
+        ledger: Ledger,
+        gate: BudgetGate,
+        allocator: CapitalAllocator,
+    ) -> dict[str, list[FillRow]]:
+        """Live ticks driven by a streaming feed: one tick per time step as its bars arrive (no clock).
+        While none arrives (an idle stream, Redis down) the run still checks for a halt every
+        ``block_ms``. A step's entries are acknowledged once the execution actor has processed it."""
+        max_ticks = self.config.live.max_ticks
+        try:
+            with self._progress("live (stream)", "ticks") as progress:
+                task = progress.add_task("live", total=max_ticks)
+                for step in source.steps():
+                    self._record_feed(source, ledger)
+                    if self._halt_requested(state, ledger):
+                        source.end("halted")
+                        break
+                    if step is None:
+                        continue
+                    gate.submit(step.ts)  # the budget clock: this step's time (the next is not known)
+                    self._budget_step(gate, aggregator, ledger)
+                    self._live_tick(live, step.batch, aggregator, execution, state, ledger, gate, allocator)
+                    source.ack(step)
+                    progress.advance(task)
+                    if max_ticks is not None and live.stats.ticks >= max_ticks:
+                        source.end("max_ticks")
+                        break
+        except KeyboardInterrupt:
+            source.end("interrupted")
+            raise
+        finally:
+            source.close()
+            self._record_feed(source, ledger)
+        return self._live_drain(live, state, ledger, gate)
+
+    def _record_feed(self, source: RedisBarSource, ledger: Ledger) -> None:
+        """The stream's news since the last call, to the ledger: outages and group changes (kind
+        ``feed``) and skipped entries (``data_issue``, as for loaded data)."""
+        now = time.time_ns()
+        events = [EventRecord(now, "feed", e.code, e.message, None, e.detail) for e in source.take_events()]
+        for issue in source.take_issues():
+            detail = {"entry": issue.file, "symbol": issue.symbol}
+            events.append(EventRecord(now, "data_issue", "skipped_record", str(issue), None, detail))
+        if events:
+            ledger.write(self.run_id, LedgerBatch(events=events))
 
     def _live_answers(
         self,
@@ -758,12 +916,13 @@ class Supervisor:
             breaker_trips=p.get("breaker_trips", 0),
             risk_denials=p.get("risk_denials", 0),
         )
+        bars, issues, samples = self._data_counts(market)
         return RunSummary(
             run_id=self.run_id,
             status=status,
             ledger=mask_url(cfg.federation.ledger),
             currency=cfg.federation.currency,
-            bars=len(market),
+            bars=bars,
             symbols=list(market.symbols),
             elapsed_s=round(time.perf_counter() - started, 3),
             startup_s=round(state.startup_s, 3),
@@ -771,14 +930,21 @@ class Supervisor:
             decision_s=round(state.decision_s, 3),
             mode=cfg.federation.mode,
             live=_live_summary(state.live),
-            data_issues=len(market.issues),
-            data_issue_samples=[str(i) for i in market.issues[:5]],
+            data_issues=issues,
+            data_issue_samples=samples,
             agents=agents,
             portfolio=portfolio,
             costs=[cost_summary(row) for row in state.costs],
             halt_reason=state.halted,
             rebalances=state.rebalances,
+            feed=_feed_summary(self._stream),
         )
+
+    def _data_counts(self, market: MarketData) -> tuple[int, int, list[str]]:
+        """Time steps, skipped records and a few of them: the loaded data's or the stream's."""
+        if self._stream is None:
+            return len(market), len(market.issues), [str(i) for i in market.issues[:5]]
+        return self._stream.stats.steps, self._stream.stats.skipped, list(self._stream.samples)
 
 
 def _rebalance_event(rebalance: Rebalance, names: list[str], applied_ts: int) -> EventRecord:
@@ -810,11 +976,40 @@ def _live_summary(stats: LiveStats | None) -> LiveSummary | None:
     )
 
 
+def _feed_summary(source: RedisBarSource | None) -> FeedSummary | None:
+    if source is None:
+        return None
+    stats = source.stats
+    return FeedSummary(
+        kind="redis",
+        stream=source.config.stream,
+        group=source.config.group,
+        consumer=source.consumer,
+        entries=stats.entries,
+        bars=stats.bars,
+        acked=stats.acked,
+        redelivered=stats.redelivered,
+        outages=stats.outages,
+        outage_s=round(stats.outage_s, 3),
+        end=stats.end,
+    )
+
+
 def _agents(names: tuple[str, ...]) -> str:
     if len(names) == 1:
         return f"agent {names[0]!r}"
     shown = ", ".join(repr(n) for n in names[:5])
     return f"the host of agents {shown}{' and more' if len(names) > 5 else ''}"
+
+
+def _config_json(cfg: FleetConfig) -> str:
+    """The config as the ledger records it: every URL's password masked."""
+    data = json.loads(cfg.model_dump_json())
+    for section, key in (("federation", "ledger"), ("feed", "url"), ("events", "url"), ("budgets", "redis")):
+        value = data.get(section, {}).get(key)
+        if isinstance(value, str):
+            data[section][key] = mask_url(value)
+    return json.dumps(data)
 
 
 def _writer_summaries(report: dict[str, Any] | None, ledger: BufferedLedger) -> list[LedgerWriterSummary]:

@@ -2,8 +2,11 @@
 
 :class:`BudgetBook` is the whole accounting, as plain single-threaded Python: the federation runs exactly
 one book inside one authority (a Ray actor that handles one call at a time), which is what makes
-reservations atomic. Amounts are integers of 1e-8 units of their meter (``api_calls``, ``llm_tokens``,
-``compute_s``, ...) or of money, so nothing is lost to binary floats.
+reservations atomic. With ``[budgets] authority = "redis"`` the same rules run as Lua scripts in Redis
+(:mod:`federation.budget_redis`: a subclass of this book keeps the actions and events here, the tallies
+and reservations live in Redis), so that agents on any node reserve against Redis directly. Amounts are
+integers of 1e-8 units of their meter (``api_calls``, ``llm_tokens``, ``compute_s``, ...) or of money, so
+nothing is lost to binary floats.
 
 Rules, per agent and budget (:class:`BudgetLimit`):
 
@@ -200,6 +203,121 @@ class _Usage:
     refusals: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class TallyFigures:
+    """One budget's figures in its current period (:meth:`BudgetBook.tally_figures`)."""
+
+    limit: BudgetLimit
+    used_e8: int
+    reserved_e8: int
+    peak_e8: int
+
+
+def meter_cost_e8(prices: dict[str, Decimal], kind: str, amount_e8: int) -> int:
+    """Money for ``amount_e8`` units of ``kind``, in 1e-8 units, rounded up (unpriced meters cost 0).
+
+    ``amount_e8 x price`` is already money in 1e-8 units: the only rounding is this one ceiling. Fees are
+    money already."""
+    if kind == "fees":
+        return amount_e8
+    price = prices.get(kind)
+    return 0 if price is None else int((amount_e8 * price).to_integral_value(ROUND_CEILING))
+
+
+def tightest_remaining(
+    kind: str, prices: dict[str, Decimal], left: list[tuple[BudgetLimit, int]]
+) -> int | None:
+    """What may still be reserved of ``kind``, given each budget of the agent with its ``limit - used -
+    reserved``: the tightest budget of the meter, money budgets converted at the meter's price (rounded
+    down); None if no budget caps the meter."""
+    found = [room for limit, room in left if limit.kind == kind]
+    price = prices.get(kind)
+    if price:
+        found += [
+            int((max(room, 0) / price).to_integral_value(ROUND_FLOOR))
+            for limit, room in left
+            if limit.kind == MONEY
+        ]
+    return min(found) if found else None
+
+
+def refusal(
+    agent: str, kind: str, amount_e8: int, limit: BudgetLimit, used_e8: int, reserved_e8: int
+) -> Refusal:
+    """Why a reservation of ``amount_e8`` of ``kind`` was refused by ``limit``, which had ``used_e8``
+    used and ``reserved_e8`` reserved in its period (the same words whichever authority refused)."""
+    left = max(limit.limit_e8 - used_e8 - reserved_e8, 0)
+    unit = f" ({kind} priced)" if limit.kind == MONEY else ""
+    message = (
+        f"agent {agent!r}: reserving {amount_e8 / E8:g} {kind} would take its {limit.kind} budget"
+        f"{unit} past {limit.limit_e8 / E8:g} ({_period(limit)}: used {used_e8 / E8:g}, "
+        f"reserved {reserved_e8 / E8:g}, left {left / E8:g}); refused, nothing spent"
+    )
+    return Refusal(message, limit.kind, limit.limit_e8, left)
+
+
+def refused_event(
+    now: int,
+    agent: str,
+    kind: str,
+    share_e8: int,
+    limit: BudgetLimit,
+    found: Refusal,
+    used_e8: int,
+    reserved_e8: int,
+) -> BudgetEvent:
+    """The ``refused`` event of a refusal (``share_e8``: the request in the budget's unit)."""
+    return BudgetEvent(
+        now,
+        agent,
+        "refused",
+        limit.kind,
+        share_e8,
+        limit.limit_e8,
+        found.message,
+        {"meter": kind, "used": _exact(used_e8), "reserved": _exact(reserved_e8)},
+    )
+
+
+def soft_limit_event(ts: int, agent: str, limit: BudgetLimit, used_e8: int) -> BudgetEvent:
+    return BudgetEvent(
+        ts,
+        agent,
+        "soft_limit",
+        limit.kind,
+        used_e8,
+        limit.limit_e8,
+        f"agent {agent!r} used {used_e8 / E8:g} of its {limit.kind} budget "
+        f"{limit.limit_e8 / E8:g} ({_period(limit)}), past the soft limit {limit.soft:.0%}",
+    )
+
+
+def overrun_event(ts: int, agent: str, kind: str, actual_e8: int, reserved_e8: int) -> BudgetEvent:
+    return BudgetEvent(
+        ts,
+        agent,
+        "overrun",
+        kind,
+        actual_e8,
+        reserved_e8,
+        f"agent {agent!r} settled {actual_e8 / E8:g} {kind}, more than the "
+        f"{reserved_e8 / E8:g} it reserved; reserve the most a call can cost",
+    )
+
+
+def expired_event(ts: int, agent: str, kind: str, amount_e8: int, why: str) -> BudgetEvent:
+    return BudgetEvent(
+        ts,
+        agent,
+        "expired",
+        kind,
+        amount_e8,
+        amount_e8,
+        f"agent {agent!r}: a reservation of {amount_e8 / E8:g} {kind} was never "
+        f"settled ({why}); charged in full",
+    )
+
+
 class BudgetBook:
     """Every agent's budgets, reservations and usage. Not thread-safe: one owner calls it."""
 
@@ -227,13 +345,8 @@ class BudgetBook:
 
     # ------------------------------------------------------------------------------------- conversions
     def cost_e8(self, kind: str, amount_e8: int) -> int:
-        """Money for ``amount_e8`` units of ``kind``, in 1e-8 units, rounded up (unpriced meters cost 0).
-
-        ``amount_e8 x price`` is already money in 1e-8 units: the only rounding is this one ceiling."""
-        if kind == "fees":
-            return amount_e8
-        price = self.prices.get(kind)
-        return 0 if price is None else int((amount_e8 * price).to_integral_value(ROUND_CEILING))
+        """Money for ``amount_e8`` units of ``kind``, in 1e-8 units, rounded up (unpriced meters cost 0)."""
+        return meter_cost_e8(self.prices, kind, amount_e8)
 
     def _shares(self, agent: str, kind: str, amount_e8: int) -> list[tuple[_Tally, int]]:
         shares = []
@@ -286,18 +399,7 @@ class BudgetBook:
             return  # expired and charged in full already; settling late changes nothing
         self._release(res)
         if actual_e8 > res.amount_e8:
-            self._events.append(
-                BudgetEvent(
-                    res.ts,
-                    res.agent,
-                    "overrun",
-                    res.kind,
-                    actual_e8,
-                    res.amount_e8,
-                    f"agent {res.agent!r} settled {actual_e8 / E8:g} {res.kind}, more than the "
-                    f"{res.amount_e8 / E8:g} it reserved; reserve the most a call can cost",
-                )
-            )
+            self._events.append(overrun_event(res.ts, res.agent, res.kind, actual_e8, res.amount_e8))
         self._charge(res.agent, res.kind, actual_e8, res.ts)
 
     def cancel(self, reservation_id: int) -> None:
@@ -329,18 +431,7 @@ class BudgetBook:
     def _expire(self, rid: int, why: str) -> None:
         res = self._open.pop(rid)
         self._release(res)
-        self._events.append(
-            BudgetEvent(
-                res.ts,
-                res.agent,
-                "expired",
-                res.kind,
-                res.amount_e8,
-                res.amount_e8,
-                f"agent {res.agent!r}: a reservation of {res.amount_e8 / E8:g} {res.kind} was never "
-                f"settled ({why}); charged in full",
-            )
-        )
+        self._events.append(expired_event(res.ts, res.agent, res.kind, res.amount_e8, why))
         self._charge(res.agent, res.kind, res.amount_e8, res.ts)
 
     def advance(self, now: int) -> None:
@@ -380,16 +471,19 @@ class BudgetBook:
 
     def remaining(self, agent: str, kind: str) -> int | None:
         """What ``agent`` may still reserve of ``kind`` now (the tightest budget), None if unlimited."""
-        left = [tally.remaining() if tally.limit.kind == kind else None for tally in self._tallies[agent]]
-        if kind in self.prices:
-            price = self.prices[kind]
-            left += [
-                int((max(tally.remaining(), 0) / price).to_integral_value(ROUND_FLOOR))
-                for tally in self._tallies[agent]
-                if tally.limit.kind == MONEY
-            ]
-        found = [x for x in left if x is not None]
-        return min(found) if found else None
+        return tightest_remaining(kind, self.prices, [(t.limit, t.remaining()) for t in self._tallies[agent]])
+
+    def remaining_many(self, asks: list[tuple[str, str]]) -> list[int | None]:
+        """:meth:`remaining` of each (agent, kind), in order (one round trip for a remote book)."""
+        return [self.remaining(agent, kind) for agent, kind in asks]
+
+    def reserve_many(self, asks: list[tuple[str, str, int]], now: int, wall_ns: int) -> list[int | Refusal]:
+        """:meth:`reserve` of each (agent, kind, amount_e8), in order (one round trip for a remote book)."""
+        return [self.reserve(agent, kind, amount, now, wall_ns) for agent, kind, amount in asks]
+
+    def tally_figures(self, agent: str) -> list[TallyFigures]:
+        """Each budget of ``agent`` in its current period, in the order the budgets were given."""
+        return [TallyFigures(t.limit, t.used_e8, t.reserved_e8, t.peak_e8) for t in self._tallies[agent]]
 
     def drain_events(self) -> list[BudgetEvent]:
         events, self._events = self._events, []
@@ -508,51 +602,25 @@ class BudgetBook:
         limit = tally.limit
         if not tally.warned and limit.soft < 1.0 and tally.used_e8 >= limit.soft * limit.limit_e8:
             tally.warned = True
-            self._events.append(
-                BudgetEvent(
-                    ts,
-                    agent,
-                    "soft_limit",
-                    limit.kind,
-                    tally.used_e8,
-                    limit.limit_e8,
-                    f"agent {agent!r} used {tally.used_e8 / E8:g} of its {limit.kind} budget "
-                    f"{limit.limit_e8 / E8:g} ({_period(limit)}), past the soft limit {limit.soft:.0%}",
-                )
-            )
+            self._events.append(soft_limit_event(ts, agent, limit, tally.used_e8))
         if not tally.hit and tally.used_e8 >= limit.limit_e8:
-            self._hit(agent, tally, ts, f"used {tally.used_e8 / E8:g}, the whole budget")
+            self._hit(agent, tally, ts, usage_hit_reason(tally.used_e8))
 
     def _refuse(self, agent: str, kind: str, amount_e8: int, tally: _Tally, amount: int, now: int) -> Refusal:
         limit = tally.limit
         tally.refusals += 1
-        left = max(tally.remaining(), 0)
-        unit = f" ({kind} priced)" if limit.kind == MONEY else ""
-        message = (
-            f"agent {agent!r}: reserving {amount_e8 / E8:g} {kind} would take its {limit.kind} budget"
-            f"{unit} past {limit.limit_e8 / E8:g} ({_period(limit)}: used {tally.used_e8 / E8:g}, "
-            f"reserved {tally.reserved_e8 / E8:g}, left {left / E8:g}); refused, nothing spent"
-        )
+        found = refusal(agent, kind, amount_e8, limit, tally.used_e8, tally.reserved_e8)
         if not tally.refused_logged:
             tally.refused_logged = True
             self._events.append(
-                BudgetEvent(
-                    now,
-                    agent,
-                    "refused",
-                    limit.kind,
-                    amount,
-                    limit.limit_e8,
-                    message,
-                    {"meter": kind, "used": _exact(tally.used_e8), "reserved": _exact(tally.reserved_e8)},
-                )
+                refused_event(now, agent, kind, amount, limit, found, tally.used_e8, tally.reserved_e8)
             )
         # Spent for such a request: it would fit an empty period, but not beside what was already used
         # (reservations still open do not count: they may yet be released).
         spent = amount <= limit.limit_e8 < tally.used_e8 + amount
         if not tally.hit and spent:
-            self._hit(agent, tally, now, f"a reservation of {amount_e8 / E8:g} {kind} did not fit")
-        return Refusal(message, limit.kind, limit.limit_e8, left)
+            self._hit(agent, tally, now, refusal_hit_reason(kind, amount_e8))
+        return found
 
     def _hit(self, agent: str, tally: _Tally, ts: int, why: str) -> None:
         tally.hit = True
@@ -596,6 +664,14 @@ class BudgetBook:
                 {"from": old.label, "to": new.label},
             )
         )
+
+
+def refusal_hit_reason(kind: str, amount_e8: int) -> str:
+    return f"a reservation of {amount_e8 / E8:g} {kind} did not fit"
+
+
+def usage_hit_reason(used_e8: int) -> str:
+    return f"used {used_e8 / E8:g}, the whole budget"
 
 
 def _row(

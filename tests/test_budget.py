@@ -1,22 +1,28 @@
 """Budgets without Ray: the budget book's rules, no overshoot (property and threaded stress), the agent's
-``spend`` API and the budget config."""
+``spend`` API and the budget config.
+
+Every test of the rules runs twice (``authority``): on the in-memory book of the actor, and on Redis (the
+same rules as Lua scripts, ``[budgets] authority = "redis"``), where agents' calls go to Redis directly.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from agents import Agent, BarBatch, BudgetExceeded, Fill, Signal
-from agents.budget import Refusal
+from agents.budget import BudgetBackend, Refusal
 from agents.model import FillRow
 from federation.aggregator import Aggregator
 from federation.budget_authority import BudgetService, LocalBudgetBackend
+from federation.budget_redis import RedisBudgetBook, RedisTallies
 from federation.config import BudgetEntry, BudgetSettings, duration_ns
 from federation.runners.host import AgentHost
 from policies.aggregation import FixedWeights
@@ -29,9 +35,61 @@ def units(x: float) -> int:
     return round(x * E8)
 
 
-def book(*limits: BudgetLimit, prices: dict[str, float] | None = None, ttl_s: float = 300) -> BudgetBook:
-    priced = {k: Decimal(repr(v)) for k, v in (prices or {}).items()}
-    return BudgetBook({"a": list(limits), "b": []}, priced, reservation_ttl_ns=int(ttl_s * 1e9))
+MakeBook = Callable[..., BudgetBook]
+MakeService = Callable[..., BudgetService]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def authority(request: pytest.FixtureRequest) -> str:
+    """Where the budgets are kept: the in-memory book (the actor's) or Redis."""
+    return str(request.param)
+
+
+@pytest.fixture
+def redis_settings(authority: str, request: pytest.FixtureRequest) -> dict[str, object]:
+    """``[budgets]`` keys that put the tallies in the test's own Redis keys (none: in memory)."""
+    if authority == "memory":
+        return {}
+    prefix = request.getfixturevalue("redis_prefix")
+    return {
+        "authority": "redis",
+        "redis": request.getfixturevalue("redis_url"),
+        "key_prefix": f"{prefix}budget",
+    }
+
+
+@pytest.fixture
+def make_book(redis_settings: dict[str, object]) -> MakeBook:
+    """``make_book(*limits, prices=..., ttl_s=...)``: a book of agent "a" with these budgets and "b" with none."""
+
+    def make(*limits: BudgetLimit, prices: dict[str, float] | None = None, ttl_s: float = 300) -> BudgetBook:
+        priced = {k: Decimal(repr(v)) for k, v in (prices or {}).items()}
+        budgets = {"a": list(limits), "b": []}
+        if not redis_settings:
+            return BudgetBook(budgets, priced, reservation_ttl_ns=int(ttl_s * 1e9))
+        config = BudgetSettings(prices=priced, reservation_ttl_s=ttl_s).model_copy(update=redis_settings)
+        return RedisBudgetBook(RedisTallies.from_settings(budgets, config))
+
+    return make
+
+
+@pytest.fixture
+def make_service(redis_settings: dict[str, object]) -> MakeService:
+    """``make_service(budgets, settings=None, **kwargs)``: a :class:`BudgetService` of this authority."""
+
+    def make(
+        budgets: dict[str, list[BudgetLimit]], config: BudgetSettings | None = None, **kw: object
+    ) -> BudgetService:
+        return BudgetService(budgets, (config or BudgetSettings()).model_copy(update=redis_settings), **kw)  # type: ignore[arg-type]
+
+    return make
+
+
+def agent_side(service: BudgetService) -> BudgetBackend:
+    """What agents call: the actor's calls in-process, or Redis directly."""
+    return (
+        service.agent_backend() if isinstance(service.book, RedisBudgetBook) else LocalBudgetBackend(service)
+    )
 
 
 def limit(kind: str, cap: float, **kw: object) -> BudgetLimit:
@@ -43,8 +101,8 @@ def codes(b: BudgetBook) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- the rules
-def test_reserve_counts_outstanding_reservations_and_refuses_what_does_not_fit() -> None:
-    b = book(limit("api_calls", 10))
+def test_reserve_counts_outstanding_reservations_and_refuses_what_does_not_fit(make_book: MakeBook) -> None:
+    b = make_book(limit("api_calls", 10))
     first = b.reserve("a", "api_calls", units(6), 0, 0)
     assert isinstance(first, int)
     refused = b.reserve("a", "api_calls", units(5), 0, 0)  # 6 reserved + 5 > 10, nothing used yet
@@ -54,8 +112,8 @@ def test_reserve_counts_outstanding_reservations_and_refuses_what_does_not_fit()
     assert isinstance(b.reserve("a", "api_calls", units(4), 0, 0), int)  # exactly to the cap: allowed
 
 
-def test_settle_charges_the_actual_and_releases_the_rest() -> None:
-    b = book(limit("llm_tokens", 1000))
+def test_settle_charges_the_actual_and_releases_the_rest(make_book: MakeBook) -> None:
+    b = make_book(limit("llm_tokens", 1000))
     rid = b.reserve("a", "llm_tokens", units(800), 0, 0)
     assert isinstance(rid, int)
     b.settle(rid, units(300))
@@ -64,8 +122,8 @@ def test_settle_charges_the_actual_and_releases_the_rest() -> None:
     assert row["usage_e8"] == units(300) and row["reservations"] == 1
 
 
-def test_cancel_releases_without_charge_and_settling_twice_changes_nothing() -> None:
-    b = book(limit("api_calls", 2))
+def test_cancel_releases_without_charge_and_settling_twice_changes_nothing(make_book: MakeBook) -> None:
+    b = make_book(limit("api_calls", 2))
     rid = b.reserve("a", "api_calls", units(2), 0, 0)
     assert isinstance(rid, int)
     b.cancel(rid)
@@ -74,8 +132,8 @@ def test_cancel_releases_without_charge_and_settling_twice_changes_nothing() -> 
     assert b.remaining("a", "api_calls") == units(2)
 
 
-def test_unsettled_reservation_expires_and_is_charged_in_full() -> None:
-    b = book(limit("api_calls", 5), ttl_s=10)
+def test_unsettled_reservation_expires_and_is_charged_in_full(make_book: MakeBook) -> None:
+    b = make_book(limit("api_calls", 5), ttl_s=10)
     rid = b.reserve("a", "api_calls", units(3), 0, wall_ns=0)
     assert b.expire(wall_ns=9 * 10**9) == 0
     assert b.expire(wall_ns=10 * 10**9) == 1
@@ -86,8 +144,8 @@ def test_unsettled_reservation_expires_and_is_charged_in_full() -> None:
     assert b.remaining("a", "api_calls") == units(2)
 
 
-def test_money_budget_prices_every_meter_and_caps_them_together() -> None:
-    b = book(limit("money", 1.0), prices={"api_calls": 0.1, "llm_tokens": 0.001})
+def test_money_budget_prices_every_meter_and_caps_them_together(make_book: MakeBook) -> None:
+    b = make_book(limit("money", 1.0), prices={"api_calls": 0.1, "llm_tokens": 0.001})
     rid = b.reserve("a", "api_calls", units(5), 0, 0)  # 0.50
     assert isinstance(rid, int)
     b.settle(rid, units(5))
@@ -100,16 +158,16 @@ def test_money_budget_prices_every_meter_and_caps_them_together() -> None:
     assert money["usage_e8"] == units(1.0) and money["cost_e8"] == units(1.0)
 
 
-def test_fees_and_unpriced_meters_do_not_count_toward_money() -> None:
-    b = book(limit("money", 1.0), prices={"api_calls": 0.5})
+def test_fees_and_unpriced_meters_do_not_count_toward_money(make_book: MakeBook) -> None:
+    b = make_book(limit("money", 1.0), prices={"api_calls": 0.5})
     b.charge("a", "fees", units(100), 0)
     b.charge("a", "my_meter", units(100), 0)
     assert b.remaining("a", "api_calls") == units(2)
     assert b.state("a") is BudgetState.ACTIVE
 
 
-def test_soft_limit_warns_once_then_hard_limit_applies_the_action() -> None:
-    b = book(limit("api_calls", 10, soft=0.5, action="suspend"))
+def test_soft_limit_warns_once_then_hard_limit_applies_the_action(make_book: MakeBook) -> None:
+    b = make_book(limit("api_calls", 10, soft=0.5, action="suspend"))
     for _ in range(4):
         b.charge("a", "api_calls", units(1), 0)
     assert codes(b) == []
@@ -125,8 +183,8 @@ def test_soft_limit_warns_once_then_hard_limit_applies_the_action() -> None:
     assert b.state("a") is BudgetState.SUSPENDED
 
 
-def test_a_refusal_applies_the_action_before_the_cap_is_used_up() -> None:
-    b = book(limit("llm_tokens", 100, action="throttle", throttle_factor=3))
+def test_a_refusal_applies_the_action_before_the_cap_is_used_up(make_book: MakeBook) -> None:
+    b = make_book(limit("llm_tokens", 100, action="throttle", throttle_factor=3))
     rid = b.reserve("a", "llm_tokens", units(90), 0, 0)
     assert isinstance(rid, int)
     b.settle(rid, units(90))
@@ -139,8 +197,10 @@ def test_a_refusal_applies_the_action_before_the_cap_is_used_up() -> None:
     assert row["refusals"] == 2 and row["actions"] == {"throttle": 1}
 
 
-def test_an_oversized_request_or_room_held_by_open_reservations_is_refused_without_action() -> None:
-    b = book(limit("llm_tokens", 1000, action="suspend"))
+def test_an_oversized_request_or_room_held_by_open_reservations_is_refused_without_action(
+    make_book: MakeBook,
+) -> None:
+    b = make_book(limit("llm_tokens", 1000, action="suspend"))
     assert isinstance(b.reserve("a", "llm_tokens", units(2000), 0, 0), Refusal)  # nothing used yet
     assert b.state("a") is BudgetState.ACTIVE
     rid = b.reserve("a", "llm_tokens", units(900), 0, 0)
@@ -152,8 +212,8 @@ def test_an_oversized_request_or_room_held_by_open_reservations_is_refused_witho
     assert [e.code for e in b.drain_events()] == ["refused"]  # one refusal event per period
 
 
-def test_prices_are_exact_below_one_hundred_millionth() -> None:
-    b = book(limit("money", 1), prices={"llm_tokens": 0.000000125})  # 0.125 per million tokens
+def test_prices_are_exact_below_one_hundred_millionth(make_book: MakeBook) -> None:
+    b = make_book(limit("money", 1), prices={"llm_tokens": 0.000000125})  # 0.125 per million tokens
     assert b.remaining("a", "llm_tokens") == units(8_000_000)
     assert isinstance(b.reserve("a", "llm_tokens", units(8_000_001), 0, 0), Refusal)
     rid = b.reserve("a", "llm_tokens", units(8_000_000), 0, 0)
@@ -162,8 +222,8 @@ def test_prices_are_exact_below_one_hundred_millionth() -> None:
     assert b.spent_e8("a") == units(1)
 
 
-def test_throttle_factor_and_flatten_come_from_the_budgets_that_were_hit() -> None:
-    b = book(
+def test_throttle_factor_and_flatten_come_from_the_budgets_that_were_hit(make_book: MakeBook) -> None:
+    b = make_book(
         limit("api_calls", 1, action="suspend", on_suspend="hold"),
         limit("fees", 1, action="stop", on_suspend="flatten"),
         limit("llm_tokens", 1, action="throttle", throttle_factor=50),
@@ -174,8 +234,8 @@ def test_throttle_factor_and_flatten_come_from_the_budgets_that_were_hit() -> No
     assert b.state("a") is BudgetState.STOPPED and b.mode("a") == (1, True)
 
 
-def test_money_spent_counts_each_meter_once_whatever_the_budgets() -> None:
-    b = book(limit("api_calls", 10, period="day"), limit("api_calls", 100), prices={"api_calls": 0.05})
+def test_money_spent_counts_each_meter_once_whatever_the_budgets(make_book: MakeBook) -> None:
+    b = make_book(limit("api_calls", 10, period="day"), limit("api_calls", 100), prices={"api_calls": 0.05})
     rid = b.reserve("a", "api_calls", units(1), 0, 0)
     assert isinstance(rid, int)
     b.settle(rid, units(1))
@@ -184,8 +244,8 @@ def test_money_spent_counts_each_meter_once_whatever_the_budgets() -> None:
     assert [r["period"] for r in b.report() if r["kind"] == "api_calls"] == ["day 1970-01-01", "run"]
 
 
-def test_compute_is_reserved_per_step_and_cut_to_what_is_left() -> None:
-    service = BudgetService({"a": [limit("compute_s", 1.0)]}, BudgetSettings())
+def test_compute_is_reserved_per_step_and_cut_to_what_is_left(make_service: MakeService) -> None:
+    service = make_service({"a": [limit("compute_s", 1.0)]}, BudgetSettings())
     service.step({}, 0)  # first step: twice the minimum estimate (10 ms) is reserved
     assert service.book.remaining("a", "compute_s") == units(0.98)
     report = service.step({"a": {"compute_s": units(0.3)}}, 1)  # 0.3 s used: reserve 0.6 for the next
@@ -197,8 +257,8 @@ def test_compute_is_reserved_per_step_and_cut_to_what_is_left() -> None:
     assert [e.code for e in report.events] == ["soft_limit", "refused", "suspend"]
 
 
-def test_a_heavy_first_step_does_not_set_the_compute_pace() -> None:
-    service = BudgetService({"a": [limit("compute_s", 1.0)]}, BudgetSettings())
+def test_a_heavy_first_step_does_not_set_the_compute_pace(make_service: MakeService) -> None:
+    service = make_service({"a": [limit("compute_s", 1.0)]}, BudgetSettings())
     service.step({}, 0)
     service.step({"a": {"compute_s": units(0.6)}}, 1)  # on_start + first block: 0.6 s; 0.4 reserved
     service.step({"a": {"compute_s": units(0.005)}}, 2)  # then 5 ms steps
@@ -208,8 +268,10 @@ def test_a_heavy_first_step_does_not_set_the_compute_pace() -> None:
     assert service.book.state("a") is BudgetState.ACTIVE
 
 
-def test_compute_refused_for_room_held_by_an_open_reservation_is_retried_not_acted_on() -> None:
-    service = BudgetService(
+def test_compute_refused_for_room_held_by_an_open_reservation_is_retried_not_acted_on(
+    make_service: MakeService,
+) -> None:
+    service = make_service(
         {"a": [limit("money", 1.0)]},
         BudgetSettings(prices={"compute_s": Decimal(1), "api_calls": Decimal("0.5")}),
     )
@@ -223,8 +285,8 @@ def test_compute_refused_for_room_held_by_an_open_reservation_is_retried_not_act
     assert report.statuses == {}  # granted again: no lasting action
 
 
-def test_finish_charges_the_last_step_without_reserving_another() -> None:
-    service = BudgetService({"a": [limit("compute_s", 0.1)]}, BudgetSettings())
+def test_finish_charges_the_last_step_without_reserving_another(make_service: MakeService) -> None:
+    service = make_service({"a": [limit("compute_s", 0.1)]}, BudgetSettings())
     for t in range(3):
         service.step({"a": {"compute_s": units(0.03)}} if t else {}, t)
     final = service.finish({"a": {"compute_s": units(0.03)}})
@@ -232,16 +294,16 @@ def test_finish_charges_the_last_step_without_reserving_another() -> None:
     assert [r["state"] for r in final.rows] == ["active"]
 
 
-def test_finish_returns_the_events_of_the_last_charges() -> None:
-    service = BudgetService({"a": [limit("fees", 1, action="stop")]}, BudgetSettings())
+def test_finish_returns_the_events_of_the_last_charges(make_service: MakeService) -> None:
+    service = make_service({"a": [limit("fees", 1, action="stop")]}, BudgetSettings())
     final = service.finish({"a": {"fees": units(2)}})
     assert [e.code for e in final.events] == ["soft_limit", "stop"]
     assert final.spent_e8 == {"a": units(2)}
 
 
-def test_day_budget_resets_at_the_next_utc_day_and_resumes_the_agent() -> None:
+def test_day_budget_resets_at_the_next_utc_day_and_resumes_the_agent(make_book: MakeBook) -> None:
     day0 = 19_000 * NS_PER_DAY
-    b = book(limit("api_calls", 2, period="day", action="suspend"))
+    b = make_book(limit("api_calls", 2, period="day", action="suspend"))
     for _ in range(2):
         b.charge("a", "api_calls", units(1), day0 + HOUR)
     assert b.state("a") is BudgetState.SUSPENDED
@@ -257,8 +319,8 @@ def test_day_budget_resets_at_the_next_utc_day_and_resumes_the_agent() -> None:
     assert rows[0]["actions"] == {"suspend": 1} and rows[1]["actions"] == {"resume": 1}
 
 
-def test_rolling_budget_frees_what_leaves_the_window() -> None:
-    b = book(limit("api_calls", 3, period="rolling", window_ns=HOUR, action="throttle"))
+def test_rolling_budget_frees_what_leaves_the_window(make_book: MakeBook) -> None:
+    b = make_book(limit("api_calls", 3, period="rolling", window_ns=HOUR, action="throttle"))
     for minute in (0, 10, 20):
         rid = b.reserve("a", "api_calls", units(1), minute * 60 * 10**9, 0)
         assert isinstance(rid, int)
@@ -271,8 +333,8 @@ def test_rolling_budget_frees_what_leaves_the_window() -> None:
     assert isinstance(b.reserve("a", "api_calls", units(1), HOUR + 2, 0), Refusal)
 
 
-def test_stop_is_for_the_rest_of_the_run_and_the_strongest_action_wins() -> None:
-    b = book(
+def test_stop_is_for_the_rest_of_the_run_and_the_strongest_action_wins(make_book: MakeBook) -> None:
+    b = make_book(
         limit("api_calls", 1, period="day", action="throttle"),
         limit("llm_tokens", 1, period="day", action="stop"),
     )
@@ -284,8 +346,8 @@ def test_stop_is_for_the_rest_of_the_run_and_the_strongest_action_wins() -> None
     assert b.state("a") is BudgetState.STOPPED
 
 
-def test_settling_more_than_reserved_is_recorded_truthfully_as_an_overrun() -> None:
-    b = book(limit("llm_tokens", 100))
+def test_settling_more_than_reserved_is_recorded_truthfully_as_an_overrun(make_book: MakeBook) -> None:
+    b = make_book(limit("llm_tokens", 100))
     rid = b.reserve("a", "llm_tokens", units(50), 0, 0)
     assert isinstance(rid, int)
     b.settle(rid, units(120))
@@ -295,8 +357,8 @@ def test_settling_more_than_reserved_is_recorded_truthfully_as_an_overrun() -> N
     assert row["usage_e8"] == units(120) and row["remaining_e8"] == 0
 
 
-def test_unknown_agent_and_negative_amounts_are_errors() -> None:
-    b = book(limit("api_calls", 1))
+def test_unknown_agent_and_negative_amounts_are_errors(make_book: MakeBook) -> None:
+    b = make_book(limit("api_calls", 1))
     with pytest.raises(KeyError, match="unknown agent 'zz'"):
         b.reserve("zz", "api_calls", 1, 0, 0)
     with pytest.raises(ValueError, match=">= 0"):
@@ -316,13 +378,15 @@ _OPS = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=_OPS, period=st.sampled_from(["run", "day", "rolling"]))
 def test_property_usage_plus_reservations_never_pass_any_cap(
-    ops: list[tuple[str, str, int, int, int]], period: str
+    make_book: MakeBook, ops: list[tuple[str, str, int, int, int]], period: str
 ) -> None:
+    """Random reserve / settle / cancel / expire / advance sequences (each example its own book: in Redis,
+    its own keys)."""
     window = HOUR if period == "rolling" else 0
-    b = book(
+    b = make_book(
         BudgetLimit("api_calls", units(50), period, window),  # type: ignore[arg-type]
         BudgetLimit("money", units(3), period, window),  # type: ignore[arg-type]
         prices={"api_calls": 0.01, "llm_tokens": 0.02},
@@ -346,19 +410,21 @@ def test_property_usage_plus_reservations_never_pass_any_cap(
             open_.clear()
         else:
             b.advance(now)
-        for tally in b._tallies["a"]:
+        for tally in b.tally_figures("a"):
             assert tally.used_e8 + tally.reserved_e8 <= tally.limit.limit_e8
             assert tally.peak_e8 <= tally.limit.limit_e8
     assert not any(e.code == "overrun" for e in b.drain_events())
 
 
-def test_threaded_stress_100_callers_at_once_grant_exactly_the_cap() -> None:
-    """100 threads reserve 1 call each, 20 times, against one capped agent and one capped agent each."""
+def test_threaded_stress_100_callers_at_once_grant_exactly_the_cap(make_service: MakeService) -> None:
+    """100 threads reserve 1 call each, 20 times, against one capped agent and one capped agent each
+    (Redis: every thread's call is a script run in Redis, nothing serializes them in this process)."""
     callers = 100
     budgets = {"shared": [limit("api_calls", 777)]} | {
         f"a{i}": [limit("api_calls", 7)] for i in range(callers)
     }
-    backend = LocalBudgetBackend(BudgetService(budgets, BudgetSettings()))
+    service = make_service(budgets, BudgetSettings())
+    backend = agent_side(service)
     granted = [0] * callers
     own = [0] * callers
     start = threading.Barrier(callers)
@@ -379,7 +445,7 @@ def test_threaded_stress_100_callers_at_once_grant_exactly_the_cap() -> None:
         t.join()
     assert sum(granted) == 777
     assert own == [7] * callers
-    rows = {r["agent"]: r for r in backend.service.book.report()}
+    rows = {r["agent"]: r for r in service.book.report()}
     assert rows["shared"]["usage_e8"] == units(777) and rows["shared"]["refusals"] == 2000 - 777
 
 
@@ -389,21 +455,30 @@ class Spender(Agent):
         return Signal(bar.symbol, 0.0)
 
 
-def spender(*limits: BudgetLimit) -> tuple[Spender, BudgetService]:
-    service = BudgetService({"s": list(limits)}, BudgetSettings(prices={"api_calls": Decimal("0.5")}))
-    agent = Spender(name="s", symbols=("AAA",))
-    agent._budget = LocalBudgetBackend(service)
-    return agent, service
+MakeSpender = Callable[..., tuple[Spender, BudgetService]]
 
 
-def test_spend_settles_the_actual_and_releases_the_rest() -> None:
+@pytest.fixture
+def spender(make_service: MakeService) -> MakeSpender:
+    """``spender(*limits)``: an agent "s" with these budgets, reserving as in a run of this authority."""
+
+    def make(*limits: BudgetLimit) -> tuple[Spender, BudgetService]:
+        service = make_service({"s": list(limits)}, BudgetSettings(prices={"api_calls": Decimal("0.5")}))
+        agent = Spender(name="s", symbols=("AAA",))
+        agent._budget = agent_side(service)
+        return agent, service
+
+    return make
+
+
+def test_spend_settles_the_actual_and_releases_the_rest(spender: MakeSpender) -> None:
     agent, service = spender(limit("llm_tokens", 1000))
     with agent.spend("llm_tokens", estimate=800) as s:
         s.settle(250)
     assert service.book.remaining("s", "llm_tokens") == units(750)
 
 
-def test_leaving_the_block_without_settling_charges_the_estimate_even_on_error() -> None:
+def test_leaving_the_block_without_settling_charges_the_estimate_even_on_error(spender: MakeSpender) -> None:
     agent, service = spender(limit("api_calls", 10))
     with agent.spend("api_calls", estimate=2):
         pass
@@ -412,7 +487,7 @@ def test_leaving_the_block_without_settling_charges_the_estimate_even_on_error()
     assert service.book.remaining("s", "api_calls") == units(5)
 
 
-def test_cancel_releases_and_a_refusal_raises_before_anything_is_spent() -> None:
+def test_cancel_releases_and_a_refusal_raises_before_anything_is_spent(spender: MakeSpender) -> None:
     agent, _ = spender(limit("money", 1))  # api_calls cost 0.5 each
     with agent.spend("api_calls", estimate=1) as s:
         s.cancel()
@@ -439,7 +514,9 @@ def test_cancel_releases_and_a_refusal_raises_before_anything_is_spent() -> None
         ("api_calls", "1", "must be a number"),
     ],
 )
-def test_spend_rejects_bad_input_with_a_clear_message(kind: str, estimate: object, error: str) -> None:
+def test_spend_rejects_bad_input_with_a_clear_message(
+    kind: str, estimate: object, error: str, spender: MakeSpender
+) -> None:
     agent, _ = spender()
     with pytest.raises((ValueError, TypeError), match=error):
         agent.spend(kind, estimate)  # type: ignore[arg-type]

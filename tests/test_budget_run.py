@@ -1,21 +1,27 @@
-"""Budgets for real: the authority actor under concurrent load from several processes, the budget
-example run from the command line as a user runs it, and the kill switch."""
+"""Budgets for real: the authority (the actor, and Redis reserved against directly from every process)
+under concurrent load from several processes, the budget example run from the command line as a user runs
+it (and with the Redis authority: the same outcome), and the kill switch."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
+import redis
 
-from federation.budget_authority import RayBudgetBackend, start_budget_authority
-from federation.config import BudgetSettings, load_config
+from agents.budget import BudgetBackend
+from federation.budget_authority import BudgetService, RayBudgetBackend, start_budget_authority
+from federation.budget_redis import RedisBudgetBackend
+from federation.config import BudgetSettings, FleetConfig, load_config
 from federation.ledger import open_ledger
 from federation.supervisor import Supervisor
 from policies.budget import E8, BudgetLimit
@@ -35,10 +41,41 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
+def redis_budgets(cfg: FleetConfig, url: str, prefix: str) -> FleetConfig:
+    """``cfg`` with ``[budgets] authority = "redis"`` in the test's own keys."""
+    update = {"authority": "redis", "redis": url, "key_prefix": f"{prefix}budget"}
+    return cfg.model_copy(update={"budgets": cfg.budgets.model_copy(update=update)})
+
+
 @ray.remote(num_cpus=0)
-def _reserve_from_threads(authority: object, agents: list[str], threads: int, tries: int) -> dict[str, int]:
-    """One process, ``threads`` threads, each reserving 1 unit ``tries`` times for every agent."""
-    backend = RayBudgetBackend(authority)
+class _Arrivals:
+    """Where the caller processes meet, so that all of them run at once (each task its own process)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def arrive(self) -> int:
+        self.count += 1
+        return self.count
+
+    def arrived(self) -> int:
+        return self.count
+
+
+@ray.remote(num_cpus=0)
+def _reserve_from_threads(
+    authority: object, agents: list[str], threads: int, tries: int, arrivals: Any, processes: int
+) -> dict[str, int]:
+    """One process, ``threads`` threads, each reserving 1 unit ``tries`` times for every agent: through the
+    authority actor, or (a Redis backend, pickled here) straight to Redis from this process. Starts when
+    all ``processes`` have arrived."""
+    ray.get(arrivals.arrive.remote())
+    deadline = time.monotonic() + 120
+    while ray.get(arrivals.arrived.remote()) < processes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    backend: BudgetBackend = (
+        authority if isinstance(authority, RedisBudgetBackend) else RayBudgetBackend(authority)
+    )
     granted = dict.fromkeys(agents, 0)
     lock = threading.Lock()
     barrier = threading.Barrier(threads)
@@ -58,24 +95,41 @@ def _reserve_from_threads(authority: object, agents: list[str], threads: int, tr
         t.start()
     for t in pool:
         t.join()
-    return granted
+    return {**granted, "pid": os.getpid()}
 
 
-def test_authority_grants_exactly_the_cap_to_100_concurrent_callers_in_4_processes() -> None:
+@pytest.mark.parametrize("authority", ["actor", "redis"])
+def test_authority_grants_exactly_the_cap_to_100_concurrent_callers_in_4_processes(
+    authority: str, request: pytest.FixtureRequest
+) -> None:
+    """With Redis every process reserves against Redis itself (as agents on other nodes do): the cap holds
+    across processes with nothing in between but the Lua script."""
     caps = {"shared": 250, "a": 7, "b": 1}
     budgets = {name: [BudgetLimit("api_calls", cap * E8)] for name, cap in caps.items()}
-    authority = start_budget_authority(budgets=budgets, settings=BudgetSettings())
+    if authority == "actor":
+        actor = start_budget_authority(budgets=budgets, settings=BudgetSettings())
+        target: object = actor
+    else:
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        settings = BudgetSettings(authority="redis", redis=url, key_prefix=f"{prefix}budget")
+        service = BudgetService(budgets, settings)
+        target = service.agent_backend()
     try:
-        parts = ray.get([_reserve_from_threads.remote(authority, list(caps), 25, 4) for _ in range(4)])
+        arrivals = _Arrivals.remote()  # type: ignore[attr-defined]
+        parts = ray.get(
+            [_reserve_from_threads.remote(target, list(caps), 25, 4, arrivals, 4) for _ in range(4)]
+        )
+        assert len({p["pid"] for p in parts}) == 4  # four processes at once
         granted = {name: sum(p[name] for p in parts) for name in caps}
         assert granted == caps  # 400 attempts per agent from 100 threads: never one more than the cap
-        rows = ray.get(authority.finish.remote({})).rows
+        rows = ray.get(actor.finish.remote({})).rows if authority == "actor" else service.finish({}).rows
         by_agent = {r["agent"]: r for r in rows}
         for name, cap in caps.items():
             assert by_agent[name]["usage_e8"] == cap * E8
             assert by_agent[name]["refusals"] == 400 - cap
     finally:
-        ray.kill(authority)
+        if authority == "actor":
+            ray.kill(actor)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +197,44 @@ def test_llm_agent_is_throttled_each_day_resumed_next_day_then_suspended(
     assert money["actions"] == {"suspend": 1} and money["usage"] <= 0.2
     agent = next(a for a in summary["agents"] if a["name"] == "llm-analyst")
     assert agent["held_steps"] > 0 and agent["budget_state"] == "suspended"
+
+
+def _outcome(rows: list[dict], events: list[dict]) -> dict[str, object]:
+    """What the budgets did: every budget row but those of CPU time, which differs from run to run (so
+    money rows lose their amounts: compute seconds are priced in), and each agent's budget events."""
+    noisy = {"cost", "usage", "remaining", "peak_period_usage"}
+    kept = [
+        {k: v for k, v in r.items() if k != "cost" and (r["kind"] != "money" or k not in noisy)}
+        for r in rows
+        if r["kind"] != "compute_s" and r["budget"] is not None
+    ]
+    codes: dict[str, list[tuple[str, str]]] = {}
+    for e in events:
+        codes.setdefault(e["agent"], []).append((e["code"], e["detail"]["budget"]))
+    return {"rows": kept, "events": codes}
+
+
+def test_budget_example_with_the_redis_authority_has_the_same_outcome(
+    budget_example: tuple[dict, list[dict], Path], tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    """The example fleet with ``[budgets] authority = "redis"``: the same usage, suspensions, throttled
+    days, resumptions and refusals as with the actor; and the run's keys are gone afterwards."""
+    summary, rows, ledger_path = budget_example
+    ledger = open_ledger(f"sqlite:///{ledger_path}")
+    actor = _outcome(rows, ledger.events(summary["run_id"], "budget"))
+    cfg = load_config(
+        EXAMPLES / "budgets" / "fleet.toml", overrides={"ledger": f"sqlite:///{tmp_path / 'r.db'}"}
+    )
+    result = Supervisor(redis_budgets(cfg, redis_url, redis_prefix), show_progress=False).run()
+    assert result.status == "completed"
+    redis_rows = json.loads(result.to_json())["costs"]
+    redis_ledger = open_ledger(f"sqlite:///{tmp_path / 'r.db'}")
+    assert _outcome(redis_rows, redis_ledger.events(result.run_id, "budget")) == actor
+    assert {a.name: a.budget_state for a in result.agents} == {
+        a["name"]: a["budget_state"] for a in summary["agents"]
+    }
+    client = redis.Redis.from_url(redis_url)
+    assert not list(client.scan_iter(match=f"{redis_prefix}*"))
 
 
 def test_costs_command_errors_and_csv(budget_example: tuple[dict, list[dict], Path], tmp_path: Path) -> None:
@@ -265,6 +357,7 @@ interval = "1h"
 
 [budgets]
 prices = {{ api_calls = 0.01, llm_tokens = 0.00002 }}
+{authority}
 
 [[agents]]
 class = "spender.py:Spender"
@@ -288,10 +381,10 @@ count = {agents}
 """
 
 
-def _spending_fleet(tmp_path: Path, agents: int, bars: int) -> None:
+def _spending_fleet(tmp_path: Path, agents: int, bars: int, authority: str = "") -> None:
     (tmp_path / "spender.py").write_text(SPENDER)
     path = tmp_path / "fleet.toml"
-    path.write_text(FLEET.format(ledger=tmp_path / "l.db", agents=agents, bars=bars))
+    path.write_text(FLEET.format(ledger=tmp_path / "l.db", agents=agents, bars=bars, authority=authority))
     summary = Supervisor(load_config(path), show_progress=False).run()
     assert summary.status == "completed"
     rows = summary.costs
@@ -307,10 +400,24 @@ def _spending_fleet(tmp_path: Path, agents: int, bars: int) -> None:
     assert sorted(e["agent"] for e in stops) == sorted(a.name for a in summary.agents)
 
 
-def test_a_fleet_of_spending_agents_never_passes_a_budget(tmp_path: Path) -> None:
-    _spending_fleet(tmp_path, agents=10, bars=120)
+def _authority_keys(authority: str, request: pytest.FixtureRequest) -> str:
+    """``[budgets]`` lines of the authority (the actor: none, the default)."""
+    if authority == "actor":
+        return ""
+    url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+    return f'authority = "redis"\nredis = "{url}"\nkey_prefix = "{prefix}budget"'
+
+
+@pytest.mark.parametrize("authority", ["actor", "redis"])
+def test_a_fleet_of_spending_agents_never_passes_a_budget(
+    tmp_path: Path, authority: str, request: pytest.FixtureRequest
+) -> None:
+    _spending_fleet(tmp_path, agents=10, bars=120, authority=_authority_keys(authority, request))
 
 
 @pytest.mark.slow
-def test_100_spending_agents_at_once_never_pass_a_budget(tmp_path: Path) -> None:
-    _spending_fleet(tmp_path, agents=100, bars=200)
+@pytest.mark.parametrize("authority", ["actor", "redis"])
+def test_100_spending_agents_at_once_never_pass_a_budget(
+    tmp_path: Path, authority: str, request: pytest.FixtureRequest
+) -> None:
+    _spending_fleet(tmp_path, agents=100, bars=200, authority=_authority_keys(authority, request))

@@ -158,7 +158,7 @@ FEED = '[feed]\nkind = "synthetic"\nsymbols = ["A"]\n'
                 "c.toml": FEED
                 + '[federation]\nledger = "postgresql://x@localhost/db"\n[[agents]]\nclass = "agents.momentum:MomentumAgent"\n'
             },
-            "PostgreSQL ledger is not built",
+            'role "x" does not exist; check the user, password and database',
         ),
     ],
     ids=["toml", "field", "data-column", "data-record", "agent-import", "agent-params", "ledger"],

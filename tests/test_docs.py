@@ -19,11 +19,14 @@ from federation.config import (
     ExecutionConfig,
     FederationSettings,
     InstrumentConfig,
+    LedgerSettings,
     LiveSettings,
+    RedisFeedConfig,
     RiskConfig,
     SyntheticFeedConfig,
     load_config,
 )
+from federation.events_out import EventStreamConfig
 from federation.supervisor import run_fleet
 from tests.conftest import ROOT
 
@@ -57,6 +60,9 @@ def test_quickstart_is_two_commands_and_ci_runs_the_second() -> None:
         BudgetEntry,
         LiveSettings,
         AgentEntry,
+        LedgerSettings,
+        RedisFeedConfig,
+        EventStreamConfig,
     ],
 )
 def test_config_reference_lists_every_field(model: type) -> None:

@@ -17,7 +17,7 @@ from agents.model import BarBatch
 from federation.config import AgentRiskConfig, BreakerConfig, ExecutionConfig, InstrumentConfig, RiskConfig
 from federation.execution import ExecutionEngine, build_agent_risk_policy
 from federation.execution.actor import _ExecutionService
-from federation.ledger import RunRecord, SQLiteLedger
+from federation.ledger import BufferedLedger, RunRecord, SQLiteLedger
 from policies.breakers import NS_PER_DAY, BreakerSpec, CircuitBreakers
 from policies.risk import (
     STATE_RULES,
@@ -494,9 +494,21 @@ def report_of(eng: ExecutionEngine) -> dict[str, Any]:
     return eng.report()
 
 
-def ledger(eng: ExecutionEngine) -> SQLiteLedger:
-    assert eng.ledger is not None
-    return eng.ledger
+class _Written:
+    """The engine's ledger for reading: each read first waits until what the engine wrote so far is
+    written (the buffer writes behind)."""
+
+    def __init__(self, ledger: BufferedLedger) -> None:
+        self._ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        assert self._ledger.flush(30)
+        return getattr(self._ledger, name)
+
+
+def ledger(eng: ExecutionEngine) -> Any:
+    assert isinstance(eng.ledger, BufferedLedger)
+    return _Written(eng.ledger)
 
 
 def test_an_agent_over_its_own_limit_is_left_out_of_the_netting_and_recorded_once(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from agents.model import BarBatch
 from federation.config import AgentRiskConfig, ExecutionConfig, LedgerSettings, RiskConfig, RiskLimits
 from federation.errors import LedgerError
 from federation.events_out import EventStreamConfig, open_publisher
-from federation.events_out.tee import PublishingLedger
+from federation.events_out.tee import EventTap
 from federation.execution.engine import BlockOutcome, ExecutionEngine, TargetUpdates
 from federation.ledger import BufferedLedger, open_buffered_ledger
 from policies.breakers import BreakerSpec
@@ -109,15 +109,14 @@ class _ExecutionService:
         events: EventStreamConfig | None = None,
     ) -> None:
         self.ledger: BufferedLedger | None = None
-        self.publisher: PublishingLedger | None = None
-        ledger: Any = None
+        self.tap: EventTap | None = None
         if ledger_url:
-            ledger = self.ledger = open_buffered_ledger(
+            self.ledger = open_buffered_ledger(
                 ledger_url, writer="execution", **(ledger_settings or LedgerSettings()).model_dump()
             )
             publisher = open_publisher(events, run_id, "execution") if events is not None else None
             if publisher is not None:
-                ledger = self.publisher = PublishingLedger(self.ledger, publisher)
+                self.ledger.tap = self.tap = EventTap(publisher)
         agent_risk = agent_risk or [None] * len(agents)
         self.engine = ExecutionEngine(
             run_id=run_id,
@@ -126,7 +125,7 @@ class _ExecutionService:
             symbols=symbols,
             config=execution,
             risk=build_risk_policy(risk),
-            ledger=ledger,
+            ledger=self.ledger,
             agent_risk=[build_agent_risk_policy(c) for c in agent_risk],
             breakers=breaker_specs(risk, agent_risk),
             price_ticks={s: i.price_tick for s, i in risk.instruments.items() if i.price_tick is not None},
@@ -164,9 +163,9 @@ class _ExecutionService:
         ``ledger_error`` (with the file its unwritten batches were saved to), not raised: the report
         is still the truth of what was traded."""
         report = self.engine.finish()
-        if self.publisher is not None:
-            report["events_out"] = self.publisher.close_publisher(self.engine.run_id).to_dict()
-            self.publisher = None
+        if self.tap is not None and self.ledger is not None:
+            report["events_out"] = self.tap.close(self.ledger, self.engine.run_id).to_dict()
+            self.tap = None
         if self.ledger is not None:
             ledger, self.ledger = self.ledger, None
             try:

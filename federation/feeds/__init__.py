@@ -2,7 +2,8 @@
 
 ``load_feed(config.feed, base_dir=config.base_dir, seed=config.federation.seed)`` reads the ``[feed]`` of
 a fleet config: ``kind = "csv"`` replays CSV files (one or several per symbol), ``kind = "synthetic"``
-generates seeded correlated random walks (:mod:`federation.feeds.synthetic`).
+generates seeded correlated random walks (:mod:`federation.feeds.synthetic`). ``kind = "redis"`` is not
+loaded up front: it is a stream of bars read while a live run goes on (:mod:`federation.feeds.redis_stream`).
 
 Generic CSV format (``format = "generic"``, the default)
 ---------------------------------------------------------
@@ -85,7 +86,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from federation.config import CsvFeedConfig, SyntheticFeedConfig
+from federation.config import CsvFeedConfig, RedisFeedConfig, SyntheticFeedConfig
+from federation.errors import ConfigError
 from federation.feeds.csv_feed import load_csv
 from federation.feeds.market_data import DataIssue, MarketData
 from federation.feeds.synthetic import generate
@@ -93,12 +95,20 @@ from federation.feeds.synthetic import generate
 __all__ = ["DataIssue", "MarketData", "load_feed"]
 
 
-def load_feed(config: CsvFeedConfig | SyntheticFeedConfig, *, base_dir: Path, seed: int) -> MarketData:
+def load_feed(
+    config: CsvFeedConfig | SyntheticFeedConfig | RedisFeedConfig, *, base_dir: Path, seed: int
+) -> MarketData:
     """Load the bars of a ``[feed]`` config; raises :class:`federation.errors.DataError` on bad data.
 
     ``base_dir`` resolves relative CSV paths (the config file's folder); ``seed`` is the federation seed,
-    used by the synthetic feed unless the feed sets its own.
+    used by the synthetic feed unless the feed sets its own. A redis feed has nothing to load (it is read
+    by the supervisor while the run goes on): :class:`ConfigError`.
     """
+    if isinstance(config, RedisFeedConfig):
+        raise ConfigError(
+            f"feed.kind = 'redis' (stream {config.stream!r}) is read while a live run goes on, not loaded "
+            'in advance; run it with [federation] mode = "live"'
+        )
     if isinstance(config, CsvFeedConfig):
         return load_csv(config, base_dir=base_dir)
     return generate(config, seed=seed)

@@ -99,7 +99,11 @@ def open_ledger(url: str, *, pool_size: int = 4) -> Ledger:
                 "PostgreSQL server runs and that host, port, user and database are right"
             ) from None
         except LedgerError as exc:
-            raise ConfigError(f"ledger {mask_url(url)!r}: {exc}") from None
+            if exc.__cause__ is None:  # our own message (e.g. a newer schema) says what to do
+                raise ConfigError(f"ledger {mask_url(url)!r}: {exc}") from None
+            raise ConfigError(
+                f"ledger {mask_url(url)!r}: {exc.__cause__}; check the user, password and database in the URL"
+            ) from None
     try:
         return SQLiteLedger(sqlite_path(url))
     except LedgerError as exc:

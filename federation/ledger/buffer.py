@@ -166,6 +166,8 @@ class BufferedLedger:
         self._held: list[_Op] = []
         """The ops the writer is trying to write (kept until committed)."""
         self.report = WriterReport(writer=writer, ledger=self.url)
+        self.tap: Callable[[LedgerBatch], None] | None = None
+        """Called with every batch before it is queued (e.g. to publish it; it may add events)."""
         self._thread = threading.Thread(target=self._work, name=f"ledger-writer-{writer}", daemon=True)
         self._thread.start()
 
@@ -175,6 +177,8 @@ class BufferedLedger:
         self._reader.begin_run(run, agents)
 
     def write(self, run_id: str, batch: LedgerBatch) -> None:
+        if self.tap is not None:
+            self.tap(batch)
         if batch:
             self._put(_Op("write", run_id, 0, batch=batch))
 
