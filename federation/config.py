@@ -638,27 +638,6 @@ class RiskLimits(_Model):
             )
         return self
 
-    @field_validator("redis")
-    @classmethod
-    def _redis_url(cls, value: str) -> str:
-        scheme = value.split("://", 1)[0] if "://" in value else ""
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(
-                f"redis = {value!r} is not a Redis URL; use redis://host:6379/0, rediss://... or "
-                "unix:///path/to/socket"
-            )
-        return value
-
-    @field_validator("key_prefix")
-    @classmethod
-    def _key_prefix(cls, value: str) -> str:
-        if not value or any(c in value for c in "{} \t\n"):
-            raise ValueError(
-                f"key_prefix = {value!r}: use a non-empty prefix without spaces or braces (the braces "
-                "after it keep one run's keys together), e.g. 'federation:budget'"
-            )
-        return value
-
 
 class RiskConfig(RiskLimits):
     """``[risk]``: pre-trade checks on the portfolio's net orders, and the portfolio's breakers."""
