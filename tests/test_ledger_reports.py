@@ -93,3 +93,30 @@ def test_report_and_costs_commands_read_a_postgres_ledger(tmp_path: Path, postgr
     assert any(r["kind"] == "fees" and r["usage"] > 0 for r in rows)
     missing = cli("ledger-replay", str(tmp_path / "none.pickle"), "--ledger", postgres_url)
     assert missing.returncode == 2 and "no such file" in " ".join(missing.stderr.split())
+
+
+def test_the_example_fleet_on_postgres_equals_sqlite(tmp_path: Path, postgres_url: str) -> None:
+    """The issue's bar: examples/fleet.toml runs unchanged with a PostgreSQL ledger and ends with the same
+    positions, cash and fills as with SQLite."""
+    from tests.conftest import EXAMPLES
+
+    ledgers = (f"sqlite:///{tmp_path / 'fleet.db'}", postgres_url)
+    results = []
+    for url in ledgers:
+        summary = run_fleet(load_config(EXAMPLES / "fleet.toml", overrides={"ledger": url}))
+        assert summary.status == "completed"
+        ledger = open_ledger(url)
+        run = summary.run_id
+        agents = [a.name for a in summary.agents]
+        results.append(
+            (
+                ledger.positions(run),
+                ledger.cash(run),
+                {a: ledger.positions(run, a) for a in agents},
+                [(f.ts, f.symbol, f.quantity, f.price, f.fee) for f in ledger.fills(run)],
+                summary.portfolio.equity,
+            )
+        )
+        ledger.close()
+    assert results[0][0], "the fleet holds positions at the end"
+    assert results[0] == results[1]
