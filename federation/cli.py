@@ -105,6 +105,15 @@ def run(
         json_out.close()
     else:
         render(summary, Console(width=None if sys.stdout.isatty() else 160))
+    unwritten = [w for w in summary.ledger_writers if w.error or w.unwritten_file]
+    if unwritten:
+        for w in unwritten:
+            stderr.print(f"[red]error: ledger ({w.writer}): {w.error or w.unwritten_file}[/red]")
+        stderr.print(
+            "[red]the ledger is incomplete: write the saved batches with `federation ledger-replay FILE "
+            "--ledger URL` once the database is back[/red]"
+        )
+        raise typer.Exit(1)
     if summary.status == "halted":
         stderr.print("[yellow]halted by the kill switch: open orders were cancelled[/yellow]")
     if summary.status == "interrupted":

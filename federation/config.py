@@ -52,7 +52,13 @@ class LedgerSettings(_Model):
     )
     retry_initial_s: float = Field(0.05, gt=0, le=60, description="First retry delay after a failed write.")
     retry_max_s: float = Field(2.0, gt=0, le=600, description="Longest retry delay (the delay doubles).")
-    pool_size: int = Field(4, ge=1, le=100, description="PostgreSQL connections per process (pool size).")
+    pool_size: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="Size of each PostgreSQL pool (a writing process has one for reads and one for its "
+        "writer thread, plus a connection that polls for halts).",
+    )
 
     @model_validator(mode="after")
     def _retry_order(self) -> LedgerSettings:

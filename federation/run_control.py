@@ -28,7 +28,7 @@ def open_existing_ledger(url: str) -> Ledger:
                 f"ledger {mask_url(url)!r}: the database (or its search_path schema) holds no federation "
                 "ledger; give the URL the run was written to"
             )
-        return open_ledger(url)
+        return open_ledger(url, migrate=False)
     path = sqlite_path(url)
     if not path.is_file():
         raise UserInputError(f"ledger {url!r}: no such file ({path.resolve()}); give the ledger of the run")

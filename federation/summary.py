@@ -300,6 +300,15 @@ def render(summary: RunSummary, console: Console, max_agents: int = 60) -> None:
             f"feed: stream {f.stream!r} (group {f.group!r}, consumer {f.consumer!r}): {f.bars} bars, "
             f"{f.acked} entries acknowledged, {f.redelivered} re-read; {down}; ended by {f.end or 'the run'}"
         )
+    for w in summary.ledger_writers:
+        if w.outages:
+            console.print(
+                f"[yellow]ledger ({w.writer}): the database could not be written {w.outages} time(s), "
+                f"{w.outage_s:.1f} s in all[/yellow]; up to {w.max_queued} writes waited and were written in "
+                "order (ledger events ledger_outage)"
+            )
+        if w.error or w.unwritten_file:
+            console.print(f"[red]ledger ({w.writer}): {w.error or 'writes were saved to a file'}[/red]")
     if summary.data_issues:
         console.print(f"[yellow]{summary.data_issues} data records skipped[/yellow], e.g.:")
         for line in summary.data_issue_samples:

@@ -240,12 +240,25 @@ class Supervisor:
         except BaseException:
             try:
                 self._close_events(ledger)
-                ledger.close()
+                ledger.close(self._ledger_left())
             except LedgerError as exc:  # the run's own error is the one to report
                 log.error("%s", exc)
             raise
-        ledger.close()  # waits for the last writes; names the file if the database never came back
+        try:  # waits for the last writes (the end of the run's deadline)
+            ledger.close(self._ledger_left())
+        except LedgerError as exc:  # the database never came back: the summary names the file
+            mine = summary.ledger_writers[0]
+            mine.error, mine.unwritten_file = str(exc), ledger.report.unwritten_file
         return summary
+
+    _ledger_deadline: float | None = None
+
+    def _ledger_left(self) -> float:
+        """Seconds left of the run's one ledger deadline (``flush_timeout_s`` from the end of trading):
+        the execution actor, then the supervisor, wait for an unavailable database within it."""
+        if self._ledger_deadline is None:
+            self._ledger_deadline = time.monotonic() + self.config.ledger.flush_timeout_s
+        return max(0.1, self._ledger_deadline - time.monotonic())
 
     def _close_events(self, ledger: BufferedLedger) -> dict[str, Any] | None:
         """Stop the supervisor's event publisher (if any); its report for the summary."""
@@ -322,13 +335,13 @@ class Supervisor:
                 ray.get(execution.halt.remote(state.halted))
             self._measure(runners, state)
             self._stop(runners, fills, state, ledger)
-            report = ray.get(execution.finish.remote())
+            report = ray.get(execution.finish.remote(self._ledger_left()))
             self._finish_budgets(gate, state, ledger)
             status = "completed" if state.halted is None else "halted"
         except KeyboardInterrupt:
             status = "interrupted"
             if execution is not None:
-                report = ray.get(execution.finish.remote())
+                report = ray.get(execution.finish.remote(self._ledger_left()))
             if gate is not None:
                 self._finish_budgets(gate, state, ledger)
         except BaseException as exc:
@@ -338,13 +351,14 @@ class Supervisor:
             for runner in runners:
                 runner.kill()
             if execution is not None and report is None:
+                self._abandon(execution)
                 ray.kill(execution, no_restart=True)
             if gate is not None:
                 gate.kill()
             if report is None:
                 ledger.end_run(self.run_id, status, {"error": error})
         events_out = self._close_events(ledger)
-        ledger.flush()  # the supervisor's writes are in (or still waiting, if the database is away)
+        ledger.flush(self._ledger_left())  # the supervisor's writes are in (or waiting: database away)
         summary = self._summary(market, fleet, state, report, status, started)
         summary.ledger_writers = _writer_summaries(report, ledger)
         if events_out is not None:
@@ -354,6 +368,17 @@ class Supervisor:
             ]
         ledger.end_run(self.run_id, status, json.loads(summary.to_json()))
         return summary
+
+    def _abandon(self, execution: Any) -> None:
+        """A failed run: the execution actor writes (or saves to a file) what its buffer holds before it
+        is killed, so the fills it made are not lost with it."""
+        try:
+            out = ray.get(execution.abandon.remote(self._ledger_left()), timeout=self._ledger_left() + 30)
+        except Exception as exc:  # the actor is gone or stuck: nothing more to save
+            log.error("the execution actor could not write its last batches: %s", exc)
+            return
+        if "ledger_error" in out:
+            log.error("%s", out["ledger_error"])
 
     @staticmethod
     def _here() -> NodeAffinitySchedulingStrategy:
@@ -1014,7 +1039,7 @@ def _config_json(cfg: FleetConfig) -> str:
 
 def _writer_summaries(report: dict[str, Any] | None, ledger: BufferedLedger) -> list[LedgerWriterSummary]:
     """The supervisor's and the execution actor's write-behind buffers: batches, outages, waits."""
-    states: list[tuple[dict[str, Any], str | None]] = [(ledger.report.as_dict(), None)]
+    states: list[tuple[dict[str, Any], str | None]] = [(ledger.report_dict(), None)]
     if report is not None and "ledger" in report:
         states.append((report["ledger"], report.get("ledger_error")))
     return [LedgerWriterSummary.from_report(state, error) for state, error in states]

@@ -110,8 +110,10 @@ def test_a_real_failure_stops_the_buffer_and_keeps_the_order(tmp_path: Path) -> 
     with pytest.raises(LedgerError, match="buffer stopped"):
         ledger.write("r", _batch(3))
     assert _steps(open_ledger(url)) == [1], "nothing after the failed batch was written out of order"
-    with pytest.raises(LedgerError):
+    with pytest.raises(LedgerError, match="saved to"):
         ledger.close()
+    assert ledger.report.unwritten_file is not None
+    Path(ledger.report.unwritten_file).unlink()
 
 
 class _LostCommit:
@@ -194,4 +196,113 @@ def test_a_server_that_never_returns_leaves_a_file_to_replay(server: PrivateServ
     assert replay_unwritten(path, target) == 1, "a second replay writes no batch again (only end_run)"
     assert _steps(target) == list(range(20)) and target.run_status("r") == "completed"
     target.close()
+    Path(path).unlink()
+
+
+def _postmaster_pid(server: PrivateServer) -> int:
+    return int((server.data / "postmaster.pid").read_text().splitlines()[0])
+
+
+def test_halt_polling_never_waits_for_a_hung_database(server: PrivateServer) -> None:
+    import os
+    import signal
+
+    ledger = open_buffered_ledger(server.url, writer="t")
+    _begin(ledger)
+    assert ledger.pending_halt("r") is None  # starts the background poller
+    other = PostgresLedger(server.url)
+    other.request_halt("r", "desk")
+    other.close()
+    deadline = time.monotonic() + 5
+    reason = None
+    while reason is None and time.monotonic() < deadline:
+        reason = ledger.pending_halt("r")
+        time.sleep(0.05)
+    assert reason == "desk"
+    pid = _postmaster_pid(server)
+    children = [int(p) for p in os.popen(f"pgrep -P {pid}").read().split()]
+    for p in [pid, *children]:
+        os.kill(p, signal.SIGSTOP)  # hung, not refusing: calls would wait for their timeouts
+    try:
+        started = time.perf_counter()
+        for _ in range(20):
+            assert ledger.pending_halt("r") is None
+            time.sleep(0.02)
+        assert time.perf_counter() - started < 1.5, "the trading loop never waits for the poll"
+    finally:
+        for p in [pid, *children]:
+            os.kill(p, signal.SIGCONT)
+    ledger.close()
+
+
+def test_a_full_buffer_waits_at_most_flush_timeout_then_saves_everything(server: PrivateServer) -> None:
+    ledger = open_buffered_ledger(
+        server.url, writer="t", buffer_batches=2, merge_batches=1, flush_timeout_s=0.5, retry_max_s=0.1
+    )
+    _begin(ledger)
+    server.stop("fast")
+    with pytest.raises(LedgerError, match=r"could not be written for 0.5 s .* saved to (\S+\.pickle)"):
+        for i in range(10):
+            ledger.write("r", _batch(i))
+    path = ledger.report.unwritten_file
+    assert path is not None
+    with pytest.raises(LedgerError):
+        ledger.write("r", _batch(99))  # the buffer stopped: the run stops too
+    with pytest.raises(LedgerError):
+        ledger.close()
+    server.start()
+    target = PostgresLedger(server.url)
+    replay_unwritten(path, target)
+    replay_unwritten(path, target)  # twice: still once each
+    written = _steps(target)
+    assert written == list(range(len(written))) and len(written) >= 3, "every batch given, once, in order"
+    target.close()
+    Path(path).unlink()
+
+
+def test_a_read_only_server_is_an_outage_not_a_failure(server: PrivateServer) -> None:
+    admin = PostgresLedger(server.url)
+    ledger = open_buffered_ledger(server.url, writer="t", retry_initial_s=0.02, retry_max_s=0.1)
+    _begin(ledger)
+    admin.query("ALTER SYSTEM SET default_transaction_read_only = on")
+    admin.query("SELECT pg_reload_conf()")
+    time.sleep(0.3)
+    ledger.write("r", _batch(0))  # a standby during a failover refuses writes for a while
+    time.sleep(0.5)
+    assert ledger.outage is not None
+    admin.query("ALTER SYSTEM SET default_transaction_read_only = off")
+    admin.query("SELECT pg_reload_conf()")
+    assert ledger.flush(10)
+    ledger.close()
+    assert _steps(admin) == [0]
+    admin.close()
+
+
+def test_text_postgres_refuses_is_escaped_not_fatal(postgres_url: str) -> None:
+    ledger = open_buffered_ledger(postgres_url, writer="t")
+    _begin(ledger)
+    ledger.write("r", LedgerBatch(events=[EventRecord(1, "data_issue", "x", "bad symbol 'A\x00B' \ud800")]))
+    ledger.close()
+    check = open_ledger(postgres_url)
+    (event,) = check.events("r")
+    assert event["message"] == "bad symbol 'A\\x00B' \\ud800"
+    check.close()
+
+
+def test_a_failed_buffer_saves_what_it_could_not_write(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    ledger = open_buffered_ledger(url, writer="t", merge_batches=1)
+    _begin(ledger)
+    ledger.write("r", _batch(1))
+    ledger.write("r", _batch(1))  # a constraint violation: fatal
+    ledger.write("r", _batch(2))
+    with pytest.raises(LedgerError, match=r"buffer stopped .*saved to"):
+        time.sleep(0.5)
+        ledger.close()
+    path = ledger.report.unwritten_file
+    assert path is not None
+    import pickle
+
+    ops = pickle.loads(Path(path).read_bytes())["ops"]
+    assert [op.batch.fills[0].fill_id for op in ops] == ["f1", "f2"], "the failed batch and the one after"
     Path(path).unlink()

@@ -4,6 +4,7 @@ fill reaches the database exactly once, and the ledger equals that of the same r
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -124,3 +125,41 @@ def test_database_restart_mid_run_loses_and_doubles_nothing(server: PrivateServe
     assert pg.run_status(pg_summary.run_id) == "completed"
     pg.close()
     ref.close()
+
+
+def test_a_database_that_never_returns_fails_the_command_and_names_the_saved_batches(
+    server: PrivateServer, tmp_path: Path
+) -> None:
+    from federation.ledger import replay_unwritten
+    from tests.test_cli import cli
+
+    (tmp_path / "run").mkdir()
+    path = _fleet(tmp_path / "run", server.url)
+    path.write_text(path.read_text().replace("[ledger]\n", "[ledger]\nflush_timeout_s = 1\n", 1))
+
+    def stop_when_trading() -> None:
+        deadline = time.monotonic() + 120
+        while _fills_in(server.url) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.stop("immediate")
+
+    chaos = threading.Thread(target=stop_when_trading, daemon=True)
+    chaos.start()
+    done = cli("run", str(path), "--json", cwd=tmp_path, timeout=300)
+    chaos.join(timeout=10)
+    assert done.returncode == 1, done.stderr[-3000:]
+    err = " ".join(done.stderr.split())
+    assert "the ledger is incomplete" in err and "federation ledger-replay" in err
+    summary = json.loads(done.stdout)
+    saved = [w["unwritten_file"] for w in summary["ledger_writers"] if w["unwritten_file"]]
+    assert saved, "the summary names the files the unwritten batches went to"
+    server.start()
+    target = open_ledger(server.url)
+    for file in saved:
+        replay_unwritten(file, target)
+        Path(file).unlink()
+    run_id = summary["run_id"]
+    assert target.run_status(run_id) == summary["status"]
+    fills = target.fills(run_id)
+    assert len(fills) == len({f.fill_id for f in fills}) > 20
+    target.close()

@@ -155,25 +155,35 @@ class _ExecutionService:
         """The write-behind buffer's counters so far (outages included), or None without a ledger."""
         if self.ledger is None:
             return None
-        return {**self.ledger.report.as_dict(), "pending": self.ledger.pending()}
+        return {**self.ledger.report_dict(), "pending": self.ledger.pending()}
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self, ledger_timeout_s: float | None = None) -> dict[str, Any]:
         """Expire what is working, write everything to the ledger (waiting for an unavailable database
-        up to ``flush_timeout_s``) and report. A ledger that could not be written is reported under
-        ``ledger_error`` (with the file its unwritten batches were saved to), not raised: the report
-        is still the truth of what was traded."""
+        up to ``ledger_timeout_s``, default ``flush_timeout_s``) and report. A ledger that could not be
+        written is reported under ``ledger_error`` (with the file its unwritten batches were saved to),
+        not raised: the report is still the truth of what was traded."""
         report = self.engine.finish()
+        report.update(self._close_ledger(ledger_timeout_s))
+        return report
+
+    def abandon(self, ledger_timeout_s: float) -> dict[str, Any]:
+        """The run failed: write (or save to a file) what the buffer holds, without finishing the books;
+        returns the ledger's report (``ledger``, ``ledger_error``)."""
+        return self._close_ledger(ledger_timeout_s)
+
+    def _close_ledger(self, timeout_s: float | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         if self.tap is not None and self.ledger is not None:
-            report["events_out"] = self.tap.close(self.ledger, self.engine.run_id).to_dict()
+            out["events_out"] = self.tap.close(self.ledger, self.engine.run_id).to_dict()
             self.tap = None
         if self.ledger is not None:
             ledger, self.ledger = self.ledger, None
             try:
-                ledger.close()
+                ledger.close(timeout_s)
             except LedgerError as exc:
-                report["ledger_error"] = str(exc)
-            report["ledger"] = ledger.report.as_dict()
-        return report
+                out["ledger_error"] = str(exc)
+            out["ledger"] = ledger.report_dict()
+        return out
 
 
 ExecutionActor: Any = ray.remote(_ExecutionService)

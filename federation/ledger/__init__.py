@@ -87,12 +87,13 @@ def absolute_ledger_url(url: str) -> str:
     return f"sqlite:///{sqlite_path(url).resolve()}"
 
 
-def open_ledger(url: str, *, pool_size: int = 4) -> Ledger:
-    """Open (creating or upgrading the schema if needed) the ledger at ``url``."""
+def open_ledger(url: str, *, pool_size: int = 4, migrate: bool = True) -> Ledger:
+    """Open (creating or upgrading the schema if needed) the ledger at ``url``. ``migrate=False`` (for
+    reading) leaves a PostgreSQL schema as it is, so a read-only role can open it."""
     check_ledger_url(url)
     if is_postgres_url(url):
         try:
-            return PostgresLedger(url, pool_size=pool_size)
+            return PostgresLedger(url, pool_size=pool_size, migrate=migrate)
         except LedgerUnavailable as exc:
             raise ConfigError(
                 f"ledger {mask_url(url)!r}: cannot connect ({exc.__cause__ or exc}); check that the "

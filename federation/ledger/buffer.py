@@ -50,6 +50,7 @@ from federation.ledger.records import (
 )
 
 log = logging.getLogger(__name__)
+_HALT_POLL_S = 0.25
 
 OpKind = Literal["write", "costs", "end"]
 
@@ -164,6 +165,9 @@ class BufferedLedger:
         self._closing = False
         self._outage: Outage | None = None
         self._held: list[_Op] = []
+        self._poller: threading.Thread | None = None
+        self._poller_stop = threading.Event()
+        self._halt_reason: str | None = None
         """The ops the writer is trying to write (kept until committed)."""
         self.report = WriterReport(writer=writer, ledger=self.url)
         self.tap: Callable[[LedgerBatch], None] | None = None
@@ -195,11 +199,32 @@ class BufferedLedger:
                 raise LedgerError(f"ledger {self.url}: written after close")
             if len(self._queue) >= self._capacity:
                 started = time.perf_counter()
+                deadline = time.monotonic() + self._flush_timeout
                 self.report.backpressure_waits += 1
-                while len(self._queue) >= self._capacity and self._failed is None:
+                while (
+                    len(self._queue) >= self._capacity
+                    and self._failed is None
+                    and not self._closing
+                    and time.monotonic() < deadline
+                ):
                     self._cond.wait(0.5)
                 self.report.backpressure_s += time.perf_counter() - started
                 self._raise_failed()
+                if self._closing:
+                    raise LedgerError(f"ledger {self.url}: written after close")
+                if len(self._queue) >= self._capacity:  # the database stayed away: stop, lose nothing
+                    self._seq += 1
+                    op.seq = self._seq
+                    self._closing = True
+                    self._cond.notify_all()
+                    path = self._spill(self._unwritten([op]))
+                    error = LedgerError(
+                        f"ledger {self.url}: the database could not be written for {self._flush_timeout:g} s "
+                        f"and {self._capacity} batches are waiting; they were saved to {path} (write them "
+                        f"with `federation ledger-replay {path} --ledger URL`) and the run stops"
+                    )
+                    self._failed = error
+                    raise error
             self._seq += 1
             op.seq = self._seq
             self._queue.append(op)
@@ -207,6 +232,18 @@ class BufferedLedger:
                 self.report.batches += 1
             self.report.max_queued = max(self.report.max_queued, len(self._queue))
             self._cond.notify_all()
+
+    def _unwritten(self, extra: list[_Op]) -> list[_Op]:
+        """Everything not written yet, in order (called with the lock held; empties the queue): the ops
+        the writer holds (one transaction under their last token, as it was tried), the queue, ``extra``."""
+        held = self._held
+        if held and held[0].kind == "write":
+            batch = _merge([op.batch for op in held if op.batch is not None])
+            held = [_Op("write", held[0].run_id, held[-1].seq, batch=batch)]
+        left = [*held, *self._queue, *extra]
+        self._queue.clear()
+        self._held = []
+        return left
 
     def _raise_failed(self) -> None:
         if self._failed is not None:
@@ -226,6 +263,16 @@ class BufferedLedger:
             self._raise_failed()
         return True
 
+    def report_dict(self) -> dict[str, Any]:
+        """:attr:`report` as a dict, an outage still under way counted in ``outages`` and ``outage_s``."""
+        with self._cond:
+            out = self.report.as_dict()
+            if self._outage is not None:
+                out["outages"] = [*out["outages"], asdict(self._outage)]
+                out["outage_s"] = round(self.report.outage_s + self._outage.seconds, 3)
+            out["pending"] = len(self._queue) + len(self._held)
+            return out
+
     def pending(self) -> int:
         """Operations queued or being written."""
         with self._cond:
@@ -236,15 +283,14 @@ class BufferedLedger:
         """The outage under way, if any."""
         return self._outage
 
-    def close(self) -> None:
-        """Drain the queue (up to ``flush_timeout_s``), stop the writer, close both connections. If the
-        database did not come back in time, what is unwritten is saved to a file first (see
-        :func:`replay_unwritten`) and :class:`LedgerError` names it."""
+    def close(self, timeout_s: float | None = None) -> None:
+        """Drain the queue (up to ``timeout_s``, default ``flush_timeout_s``), stop the writer, close both
+        connections. What could not be written (the database did not come back in time, or the buffer
+        failed) is saved to a file first (see :func:`replay_unwritten`) and :class:`LedgerError` names it."""
         try:
-            drained = self.flush()
-        except BaseException:
-            self._stop()
-            raise
+            drained = self.flush(timeout_s)
+        except LedgerError:
+            drained = False  # failed: what it holds and what waits behind it are saved below
         if drained:
             self._stop()
             return
@@ -253,18 +299,29 @@ class BufferedLedger:
             self._cond.notify_all()
         self._thread.join(timeout=max(self._retry[1] * 2, 5.0))
         with self._cond:
-            held = self._held
-            if held and held[0].kind == "write":  # one transaction under the last token, as it was tried
-                batch = _merge([op.batch for op in held if op.batch is not None])
-                held = [_Op("write", held[0].run_id, held[-1].seq, batch=batch)]
-            left = [*held, *self._queue]
-            self._queue.clear()
+            left = self._unwritten([])
+            failed = self._failed
+        if not left:  # it came back while the writer was stopping: everything is in
+            _close_quietly(self._reader)
+            self._stop_poller()
+            if failed is not None:
+                saved = self.report.unwritten_file
+                raise LedgerError(
+                    f"ledger {self.url}: the write-behind buffer stopped: {failed}"
+                    + ("" if saved is None or saved in str(failed) else f"; unwritten batches are in {saved}")
+                )
+            return
         path = self._spill(left)
         _close_quietly(self._reader)
+        self._stop_poller()
+        why = (
+            f"the write-behind buffer stopped ({failed})"
+            if failed is not None
+            else f"the database did not come back within {timeout_s or self._flush_timeout:g} s"
+        )
         raise LedgerError(
-            f"ledger {self.url}: the database did not come back within {self._flush_timeout:g} s; "
-            f"{len(left)} unwritten operations were saved to {path}; write them later with "
-            f"`federation ledger-replay {path} --ledger URL`"
+            f"ledger {self.url}: {why}; {len(left)} unwritten operations were saved to {path}; write them "
+            f"later with `federation ledger-replay {path} --ledger URL`"
         )
 
     def _stop(self) -> None:
@@ -273,6 +330,7 @@ class BufferedLedger:
             self._cond.notify_all()
         self._thread.join(timeout=30.0)
         _close_quietly(self._reader)
+        self._stop_poller()
 
     def _spill(self, ops: list[_Op]) -> str:
         folder = Path(tempfile.gettempdir())
@@ -407,11 +465,41 @@ class BufferedLedger:
         self._reader.request_halt(run_id, reason)
 
     def pending_halt(self, run_id: str) -> str | None:
-        """As the backend's; None while the database is unavailable (the run goes on; polled again)."""
-        try:
-            return self._reader.pending_halt(run_id)
-        except LedgerUnavailable:
-            return None
+        """A halt request for ``run_id``, without waiting for the database: a background thread polls it
+        (every ``_HALT_POLL_S``, with its own connection), so a slow or unreachable database never stalls
+        the trading loop. A request is seen at the first call after the poll that found it."""
+        with self._cond:
+            if self._poller is None:
+                self._poller = threading.Thread(
+                    target=self._poll_halts, args=(run_id,), name="ledger-halt-poll", daemon=True
+                )
+                self._poller.start()
+            reason, self._halt_reason = self._halt_reason, None
+            return reason
+
+    def _poll_halts(self, run_id: str) -> None:
+        ledger: Ledger | None = None
+        while not self._poller_stop.wait(_HALT_POLL_S):
+            try:
+                if ledger is None:
+                    ledger = self._opener(self._raw_url)
+                reason = ledger.pending_halt(run_id)
+            except LedgerError as exc:  # unavailable: try again at the next poll
+                log.debug("halt poll failed: %s", exc)
+                if ledger is not None:
+                    _close_quietly(ledger)
+                    ledger = None
+                continue
+            if reason is not None:
+                with self._cond:
+                    self._halt_reason = reason
+        if ledger is not None:
+            _close_quietly(ledger)
+
+    def _stop_poller(self) -> None:
+        self._poller_stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5.0)
 
     def runs(self) -> list[dict[str, Any]]:
         return self._reader.runs()

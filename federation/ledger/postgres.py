@@ -47,8 +47,10 @@ from federation.ledger.records import (
 from federation.money import from_e8, to_e8
 
 T = TypeVar("T")
-_TRANSIENT_STATES = ("08", "57P", "53300")
-"""SQLSTATE classes of a connection lost, a server shutting down or starting, too many clients."""
+_TRANSIENT_STATES = ("08", "57P", "53300", "25006", "57014")
+"""SQLSTATEs that pass: a connection lost (08), a server shutting down or starting (57P), too many
+clients, a read-only server (a standby during a failover: 25006), a statement cancelled by an operator
+(57014)."""
 
 
 class LedgerUnavailable(LedgerError):
@@ -56,12 +58,13 @@ class LedgerUnavailable(LedgerError):
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    """``url`` with its password (in the address or a ``password=`` parameter) replaced by ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
+    if "password=" in parts.query:
+        parts = parts._replace(query=re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query))
+    return urlunsplit(parts)
 
 
 def is_postgres_url(url: str) -> bool:
@@ -69,7 +72,13 @@ def is_postgres_url(url: str) -> bool:
 
 
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, OSError | TimeoutError | asyncpg.exceptions.ConnectionDoesNotExistError):
+    if isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.exceptions.ConnectionDoesNotExistError
+        | asyncpg.exceptions.InternalClientError,  # e.g. no host of a multi-host URL is primary yet
+    ):
         return True
     if isinstance(exc, asyncpg.exceptions.InterfaceError) and "closed" in str(exc):
         return True
@@ -114,6 +123,18 @@ ON CONFLICT (run_id, account) DO UPDATE SET balance_e8 = excluded.balance_e8
 """
 
 
+def _text(value: str) -> str:
+    """Text PostgreSQL accepts: NUL characters (which it refuses, and SQLite stores) and unpaired
+    surrogates written as escapes. Events quote outside input (a bad feed entry), so they may hold any."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
@@ -134,6 +155,7 @@ class PostgresLedger:
         pool_size: int = 4,
         connect_timeout_s: float = 10.0,
         command_timeout_s: float = 60.0,
+        migrate: bool = True,
     ) -> None:
         if not is_postgres_url(url):
             raise LedgerError(f"ledger URL {mask_url(url)!r} is not a postgresql:// URL")
@@ -146,8 +168,11 @@ class PostgresLedger:
         self._pool: asyncpg.Pool | None = None
         try:
             self._pool = self._call(self._open_pool(pool_size, connect_timeout_s, command_timeout_s))
-            self._call(self._migrate())
+            self._call(self._migrate(apply=migrate))
         except BaseException:
+            if self._pool is not None:
+                pool, self._pool = self._pool, None
+                self._loop.call_soon_threadsafe(pool.terminate)
             self._stop_loop()
             raise
 
@@ -161,7 +186,13 @@ class PostgresLedger:
             return future.result(timeout or self._timeout)
         except LedgerError:
             raise
-        except (asyncpg.PostgresError, asyncpg.exceptions.InterfaceError, OSError, TimeoutError) as exc:
+        except (
+            asyncpg.PostgresError,
+            asyncpg.exceptions.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
+            OSError,
+            TimeoutError,
+        ) as exc:
             future.cancel()
             if _transient(exc):
                 raise LedgerUnavailable(
@@ -184,18 +215,21 @@ class PostgresLedger:
             raise LedgerError(f"PostgreSQL ledger {self.url} is closed")
         return self._pool
 
-    async def _migrate(self) -> None:
+    async def _migrate(self, *, apply: bool) -> None:
+        """Apply the migrations the database lacks (under an advisory lock), or with ``apply=False`` only
+        check that it is not newer. An up-to-date database is only read (read-only roles can open it)."""
+        async with self.pool.acquire() as conn:
+            newest = 0
+            if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+                newest = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            self._refuse_newer(newest)
+            if newest == LATEST or not apply:
+                return
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
             await conn.execute(BOOKKEEPING)
             applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-            newest = max(applied, default=0)
-            if newest > LATEST:
-                raise LedgerError(
-                    f"PostgreSQL ledger {self.url} has schema version {newest}, newer than this code's "
-                    f"{LATEST} (it was written by a newer strategy-federation); upgrade strategy-federation "
-                    "or use another database or schema"
-                )
+            self._refuse_newer(max(applied, default=0))
             for migration in MIGRATIONS:
                 if migration.version in applied:
                     continue
@@ -205,6 +239,14 @@ class PostgresLedger:
                     migration.version,
                     migration.name,
                 )
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > LATEST:
+            raise LedgerError(
+                f"PostgreSQL ledger {self.url} has schema version {version}, newer than this code's "
+                f"{LATEST} (it was written by a newer strategy-federation); upgrade strategy-federation "
+                "or use another database or schema"
+            )
 
     def schema_version(self) -> int:
         """The newest migration applied to the database."""
@@ -308,7 +350,14 @@ class PostgresLedger:
         )
         cash = _last_per_key([(c.account, to_e8(c.balance)) for c in batch.cash], 1)
         events = [
-            (e.ts, e.kind, e.agent, e.code, e.message, json.dumps(e.detail, default=str))
+            (
+                e.ts,
+                _text(e.kind),
+                None if e.agent is None else _text(e.agent),
+                _text(e.code),
+                _text(e.message),
+                _text(json.dumps(e.detail, default=str)),
+            )
             for e in batch.events
         ]
         async with self.pool.acquire() as conn, conn.transaction():
@@ -428,7 +477,8 @@ class PostgresLedger:
 
     # ----------------------------------------------------------------------------------------- queries
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Read-only SQL for reports and tests; placeholders are ``?`` (as in the SQLite ledger)."""
+        """Read-only SQL for reports and tests; placeholders are ``?`` (as in the SQLite ledger). Every
+        ``?`` becomes ``$n``, also one inside a string literal: pass such values as arguments."""
         rows = self._run(self.pool.fetch(_placeholders(sql), *args))
         return [tuple(r) for r in rows]
 
