@@ -289,6 +289,24 @@ def bench_budget_command(
     _emit(result, json_file, out)
 
 
+@bench_app.command("events")
+def bench_events_command(
+    batches: Annotated[int, typer.Option(min=1, max=10_000_000, help="Ledger batches published.")] = 5000,
+    redis_url: Annotated[
+        str, typer.Option("--redis", help="Redis server; fresh streams are used and deleted.")
+    ] = "redis://127.0.0.1:6379/0",
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the JSON here instead of stdout.")
+    ] = None,
+) -> None:
+    """Events out ([events]): the caller's cost of publish_batch (µs) against sending the same batch
+    inline (caller_ratio), and entries/s reaching Redis through the publisher's thread."""
+    from federation.bench.events import bench_events
+
+    out = _stdout_for_json()
+    _emit(bench_events(redis_url, batches=batches), json_file, out)
+
+
 @bench_app.command("redis-feed")
 def bench_redis_feed_command(
     agents: Annotated[int, typer.Option(min=1, max=100_000, help="Agents in the fleet.")] = 100,

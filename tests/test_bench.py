@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from federation.bench.budget import bench_budget
 from federation.bench.execution import bench_execution
 from federation.bench.fleet import bench_fleet
+from federation.errors import ConfigError
 
 FLEET_FIELDS = (
     "startup_s",
@@ -52,6 +55,33 @@ def test_bench_execution_reports_orders_and_risk_latency() -> None:
     assert result["orders_per_s"] > 0 and result["risk_checks"] == result["orders"]
     assert 0 < result["risk_check_p50_us"] <= result["risk_check_p99_us"]
     assert result["agent_risk_checks"] == 0 and result["risk"] == "minimal"
+
+
+def test_bench_execution_on_postgres_reports_sqlite_beside_it_and_leaves_no_rows(postgres_url: str) -> None:
+    from federation.ledger import open_ledger
+
+    result = bench_execution(orders=300, symbols=6, agents=3, ledger=postgres_url)
+    assert result["fills"] == result["ledger_fills"] > 0 and result["orders"] == result["ledger_orders"]
+    assert result["sqlite_orders_per_s"] > 0 and result["baseline_orders_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["orders_per_s"] / result["baseline_orders_per_s"], rel=0.01
+    )
+    assert "search_path" in result["ledger"]
+    ledger = open_ledger(postgres_url)
+    assert ledger.runs() == [], "the benchmark deleted its rows"
+    ledger.close()
+    with pytest.raises(ConfigError, match="unknown scheme"):
+        bench_execution(orders=10, ledger="mysql://x")
+
+
+def test_bench_events_command_prints_json(redis_url: str) -> None:
+    from tests.test_cli import cli
+
+    done = cli("bench", "events", "--batches", "50", "--redis", redis_url)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["entries"] == 50 * result["entries_per_batch"] and result["entries_per_s"] > 0
+    assert result["caller_ratio"] > 1, "publishing from the caller's thread costs less than sending inline"
 
 
 def test_bench_execution_with_every_risk_check_denies_nothing_and_times_both_levels() -> None:
