@@ -134,7 +134,8 @@ class FeedStats:
     """Bars accepted into steps."""
     steps: int = 0
     acked: int = 0
-    """Entries acknowledged (XACK answered that they were pending)."""
+    """Entries acknowledged (XACK sent and answered; one already acknowledged before a broken connection
+    counts once)."""
     redelivered: int = 0
     """Entries read again from the group's pending list (left unacknowledged by an earlier run, claimed
     from another consumer, or lost in an outage)."""
@@ -320,7 +321,9 @@ class RedisBarSource:
         replies: list[Any] = pipe.execute()
         self._came_back()
         if acks:
-            self.stats.acked += int(replies[0])
+            # Counted as sent, not by XACK's reply: an XACK that reached the server before the connection
+            # broke is sent again after the reconnect and then answers 0 for entries already acknowledged.
+            self.stats.acked += len(acks)
             del self._to_ack[: len(acks)]
         reply = replies[-1]
         if not reply:
@@ -545,7 +548,8 @@ class RedisBarSource:
             return
         cfg = self.config
         try:
-            self.stats.acked += int(self._client.xack(cfg.stream, cfg.group, *self._to_ack))
+            self._client.xack(cfg.stream, cfg.group, *self._to_ack)
+            self.stats.acked += len(self._to_ack)
         except (*CONNECTION_ERRORS, ResponseError):
             return  # they stay pending: the next run of this consumer reads them again
         self._to_ack.clear()
