@@ -661,29 +661,6 @@ class RiskConfig(RiskLimits):
         default_factory=dict,
         description="Per symbol: lot_size, price_tick and min_quantity the venue requires.",
     )
-    authority: Literal["actor", "redis"] = Field(
-        "actor",
-        description="Where reservations are decided: 'actor' (one Ray actor, one call at a time) or "
-        "'redis' (Lua scripts in Redis that agents on any node call directly, for runs that span "
-        "nodes; see docs/budget-authority.md).",
-    )
-    redis: str = Field(
-        "redis://127.0.0.1:6379/0",
-        description="Redis of authority = 'redis': redis://[user:password@]host:port/db, rediss:// (TLS) "
-        "or unix:///path/to/socket.",
-    )
-    key_prefix: str = Field(
-        "federation:budget",
-        description="Start of every Redis key of the budgets (authority = 'redis'); each run adds "
-        "':{<its own id>}:' after it.",
-    )
-    redis_timeout_s: float = Field(
-        2.0,
-        gt=0,
-        le=60,
-        description="How long a call to Redis may take (authority = 'redis'); one that does not answer in "
-        "time is refused (nothing is granted unchecked).",
-    )
 
 
 class AgentRiskConfig(RiskLimits):
