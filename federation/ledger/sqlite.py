@@ -18,16 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from federation.errors import LedgerError
+from federation.ledger.reading import LedgerReads
 from federation.ledger.records import (
-    PORTFOLIO,
     AgentRecord,
     CostRow,
-    FillRecord,
     LedgerBatch,
-    OrderRecord,
     RunRecord,
 )
-from federation.money import from_e8, to_e8
+from federation.money import to_e8
 
 SCHEMA_VERSION = 2
 """2: budget_usage (cost report per agent and meter) and controls (kill switch requests)."""
@@ -110,7 +108,7 @@ def sqlite_path(url: str) -> Path:
     return Path(rest)
 
 
-class SQLiteLedger:
+class SQLiteLedger(LedgerReads):
     """Ledger in one SQLite file. Open one per process; all writes are whole transactions."""
 
     def __init__(self, path: str | Path) -> None:
@@ -292,36 +290,6 @@ class SQLiteLedger:
                 ],
             )
 
-    def costs(self, run_id: str) -> list[CostRow]:
-        """The run's cost report in the order it was written (empty if the run recorded none)."""
-        rows = self._db.execute(
-            "SELECT agent, kind, usage_e8, cost_e8, budget_e8, period, peak_period_usage_e8, "
-            "remaining_e8, reservations, refusals, actions_json, state "
-            "FROM budget_usage WHERE run_id = ? ORDER BY id",
-            (run_id,),
-        ).fetchall()
-
-        def dec(units: int | None) -> Decimal | None:
-            return None if units is None else from_e8(units)
-
-        return [
-            CostRow(
-                r[0],
-                r[1],
-                from_e8(r[2]),
-                from_e8(r[3]),
-                dec(r[4]),
-                r[5],
-                dec(r[6]),
-                dec(r[7]),
-                r[8],
-                r[9],
-                json.loads(r[10]),
-                r[11],
-            )
-            for r in rows
-        ]
-
     def request_halt(self, run_id: str, reason: str) -> None:
         """Ask the supervisor of ``run_id`` (any process) to halt: it polls these requests every step."""
         with self._transaction() as db:
@@ -354,80 +322,6 @@ class SQLiteLedger:
         self._db.close()
 
     # ------------------------------------------------------------------------------------------ queries
-    def runs(self) -> list[dict[str, Any]]:
-        """All runs, newest first: run_id, status, started_ns, ended_ns."""
-        rows = self._db.execute(
-            "SELECT run_id, status, started_ns, ended_ns FROM runs ORDER BY started_ns DESC"
-        ).fetchall()
-        return [dict(zip(("run_id", "status", "started_ns", "ended_ns"), r, strict=True)) for r in rows]
-
-    def run_status(self, run_id: str) -> str | None:
-        row = self._db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def summary(self, run_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT summary_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return None if row is None or row[0] is None else dict(json.loads(row[0]))
-
-    def positions(self, run_id: str, account: str = PORTFOLIO) -> dict[str, Decimal]:
-        """Recorded positions of ``account`` (the portfolio by default), nonzero only."""
-        rows = self._db.execute(
-            "SELECT symbol, qty_e8 FROM positions WHERE run_id = ? AND account = ? AND qty_e8 != 0",
-            (run_id, account),
-        ).fetchall()
-        return {s: from_e8(q) for s, q in rows}
-
-    def cash(self, run_id: str, account: str = PORTFOLIO) -> Decimal | None:
-        row = self._db.execute(
-            "SELECT balance_e8 FROM cash WHERE run_id = ? AND account = ?", (run_id, account)
-        ).fetchone()
-        return None if row is None else from_e8(row[0])
-
-    def fills(self, run_id: str) -> list[FillRecord]:
-        rows = self._db.execute(
-            "SELECT fill_id, client_order_id, ts, symbol, qty_e8, price_e8, fee_e8, liquidity FROM fills "
-            "WHERE run_id = ? ORDER BY ts, fill_id",
-            (run_id,),
-        ).fetchall()
-        return [
-            FillRecord(r[0], r[1], r[2], r[3], from_e8(r[4]), from_e8(r[5]), from_e8(r[6]), r[7])
-            for r in rows
-        ]
-
-    def orders(self, run_id: str) -> list[OrderRecord]:
-        rows = self._db.execute(
-            "SELECT client_order_id, seq, ts, symbol, side, order_type, qty_e8, limit_price_e8, status, "
-            "filled_qty_e8, reason_code, reason FROM orders WHERE run_id = ? ORDER BY seq",
-            (run_id,),
-        ).fetchall()
-        return [
-            OrderRecord(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                from_e8(r[6]),
-                None if r[7] is None else from_e8(r[7]),
-                r[8],
-                from_e8(r[9]),
-                r[10],
-                r[11],
-            )
-            for r in rows
-        ]
-
-    def events(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
-        query = "SELECT ts, kind, agent, code, message, detail_json FROM events WHERE run_id = ?"
-        args: tuple[Any, ...] = (run_id,)
-        if kind is not None:
-            query += " AND kind = ?"
-            args += (kind,)
-        rows = self._db.execute(query + " ORDER BY id", args).fetchall()
-        keys = ("ts", "kind", "agent", "code", "message")
-        return [{**dict(zip(keys, r[:5], strict=True)), "detail": json.loads(r[5])} for r in rows]
-
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         """Read-only SQL for reports and tests (see the schema in this module)."""
         return list(self._db.execute(sql, args).fetchall())
