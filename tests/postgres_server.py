@@ -13,7 +13,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 
 def _bin(name: str) -> str:
@@ -70,3 +73,12 @@ class PrivateServer:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(name="server")
+def private_postgres() -> Iterator[PrivateServer]:
+    """A private PostgreSQL server, started; destroyed after the test (import it as ``server``)."""
+    pg = PrivateServer()
+    pg.start()
+    yield pg
+    pg.destroy()

@@ -4,7 +4,6 @@ stops and starts while batches are being written (nothing lost, nothing doubled)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from federation.ledger import (
     open_ledger,
     replay_unwritten,
 )
-from tests.postgres_server import PrivateServer
+from tests.postgres_server import PrivateServer, private_postgres  # noqa: F401 (the server fixture)
 
 
 def _fill(i: int) -> FillRecord:
@@ -42,14 +41,6 @@ def _begin(ledger: Ledger) -> None:
 
 def _steps(ledger: Ledger) -> list[int]:
     return [int(e["message"]) for e in ledger.events("r", "step")]
-
-
-@pytest.fixture
-def server() -> Iterator[PrivateServer]:
-    pg = PrivateServer()
-    pg.start()
-    yield pg
-    pg.destroy()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -7,7 +7,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -16,7 +15,7 @@ import pytest
 from federation.config import load_config
 from federation.ledger import open_ledger
 from federation.supervisor import run_fleet
-from tests.postgres_server import PrivateServer
+from tests.postgres_server import PrivateServer, private_postgres  # noqa: F401 (the server fixture)
 from tests.test_run import write_fleet
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -46,14 +45,6 @@ class = "slow_agent.py:SlowBreakout"
 name = "slow"
 count = 2
 """
-
-
-@pytest.fixture
-def server() -> Iterator[PrivateServer]:
-    pg = PrivateServer()
-    pg.start()
-    yield pg
-    pg.destroy()
 
 
 def _fills_in(url: str) -> int:
