@@ -135,10 +135,11 @@ class Supervisor:
     """Runs one fleet from a validated config. ``run()`` returns the :class:`RunSummary`."""
 
     _stream: RedisBarSource | None = None
+    """The streaming feed of a ``kind = "redis"`` run (set by :meth:`prepare`); None for loaded data."""
     _events: EventTap | None = None
     """Publishes the supervisor's ledger batches and the signals to Redis (``[events] url``)."""
     _agent_symbols: dict[str, tuple[str, ...]] = {}  # noqa: RUF012 (replaced per run, never mutated)
-    """The streaming feed of a ``kind = "redis"`` run (set by :meth:`prepare`); None for loaded data."""
+    """Each agent's symbols, for the signals stream."""
 
     def __init__(
         self,
