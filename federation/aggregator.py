@@ -20,6 +20,9 @@ from federation.feeds.market_data import forward_fill
 from federation.runners.host import AgentBlockResult
 from policies.aggregation import AggregationPolicy
 
+_MAX_LOTS = 2.0**53
+"""Desired lots beyond this (exact integers in a float64) come from a bad price, not a strategy."""
+
 
 class Aggregator:
     """Turns each block's new signals into target updates (the last close carries across blocks)."""
@@ -77,7 +80,13 @@ class Aggregator:
             notional = self.policy.notional(
                 weight, result.confidences[rows, local[priced]], np.full(rows.shape, self._capital[i])
             )
-            raw = notional / price / self._lot
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                raw = notional / price / self._lot
+            # A price so small (a bad feed value that passed as > 0) that the lots overflow: no target, so a
+            # long never wraps around into the largest short.
+            sane = np.isfinite(raw) & (np.abs(raw) < _MAX_LOTS)
+            if not sane.all():
+                rows, cols, raw = rows[sane], cols[sane], raw[sane]
             # 0.29 * 100 / 1 is 28.999999999999996 in binary floats: nudge by 1e-9 lot before truncating.
             lots = np.trunc(raw + np.sign(raw) * 1e-9).astype(np.int64)
             parts.append((rows.astype(np.int64), np.full(rows.shape, i, dtype=np.int64), cols, lots))

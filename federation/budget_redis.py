@@ -44,7 +44,6 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.retry import Retry
 
@@ -95,6 +94,16 @@ _FAIL_CLOSED = (
 )
 """Error replies of a Redis that cannot serve now (or lost the run's keys): treated like one that does
 not answer, so nothing is granted."""
+_FAIL_CLOSED_CLASSES = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+)
+"""The same replies as redis-py raises them (it strips their code from the message)."""
 _FIGURES = ("r", "u", "pk", "d", "n", "f")
 _KNOWN_IDS = 65_536
 """Reservation ids a process remembers (agent and meter of each) before it forgets the oldest; a
@@ -242,14 +251,14 @@ class RedisTallies:
             raise AuthorityUnavailable(self._last_failure)
         with self._lock:
             if self._client is None or self._script is None:
-                # One quick retry of a pooled connection Redis closed (not of a timeout), then the caller
-                # fails closed.
+                # No retry inside redis-py: a script may have run before its connection broke, and a
+                # reserve sent twice would hold twice. The caller fails closed; the next call reconnects.
                 self._client = redis.Redis.from_url(
                     self.url,
                     decode_responses=True,
                     socket_timeout=self.timeout_s,
                     socket_connect_timeout=self.timeout_s,
-                    retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                    retry=Retry(NoBackoff(), 0),
                 )
                 self._script = self._client.register_script(_LUA)
             return self._client, self._script
@@ -263,7 +272,9 @@ class RedisTallies:
     def _failure(self, exc: RedisError) -> Exception:
         text = str(exc).split(" script: ", 1)[0]  # without Redis's "script: <sha>, on @user_script"
         if isinstance(exc, ResponseError):
-            if not text.startswith(_FAIL_CLOSED):
+            # redis-py maps some replies to classes and drops their code from the message
+            cannot_serve = isinstance(exc, _FAIL_CLOSED_CLASSES) or text.startswith(_FAIL_CLOSED)
+            if not cannot_serve:
                 return RuntimeError(f"the budget script failed ({self.where}): {text}")
             message = f"the budget authority ({self.where}) cannot decide: {text}"
         else:

@@ -66,3 +66,10 @@ def test_unpriced_signal_is_skipped_and_close_carries_across_blocks() -> None:
     agg.targets(batch([[1.0, 10.0]]), [result("a", [[np.nan]])])
     later = agg.targets(batch([[1.0, np.nan]]), [result("a", [[1.0]])])
     assert later.lots.tolist() == [100]  # priced at the previous block's close
+
+
+def test_a_price_so_small_the_lots_overflow_sets_no_target() -> None:
+    """A close of 1e-320 passes as > 0; 1e5 / 1e-320 lots must not wrap around into the largest short."""
+    agg = Aggregator(FixedWeights(), ("AAA", "BBB"), ["a"], [("AAA", "BBB")], [100_000.0], 1.0)
+    up = agg.targets(batch([[1e-320, 10.0]]), [result("a", [[1.0, 0.5]])])
+    assert up.cols.tolist() == [1] and up.lots.tolist() == [5000]

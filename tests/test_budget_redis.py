@@ -436,3 +436,23 @@ def test_a_script_cache_flushed_is_loaded_again(private_redis: PrivateRedis) -> 
     client.script_flush()
     assert isinstance(service.reserve("a", "api_calls", E8, 0), int)  # a pipeline of them
     assert isinstance(service.reserve("a", "api_calls", E8, 0), Refusal)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+        redis.exceptions.MasterDownError("Link with MASTER is down"),
+        redis.exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'."),
+    ],
+)
+def test_a_redis_that_cannot_serve_now_refuses_rather_than_crashing(error: Exception) -> None:
+    """redis-py raises some replies as classes without their code: a failover or maxmemory must still
+    fail closed (AuthorityUnavailable: refused, an event) and not end the run."""
+    from federation.budget_redis import AuthorityUnavailable
+
+    store = RedisTallies({}, {}, url="redis://127.0.0.1:1/0", key_prefix="k", namespace="n", ttl_ns=10**9)
+    assert isinstance(store._failure(error), AuthorityUnavailable)  # type: ignore[arg-type]
+    other = store._failure(redis.exceptions.ResponseError("ERR unknown command"))
+    assert not isinstance(other, AuthorityUnavailable), "a real script error is still an error"

@@ -4,6 +4,7 @@ outages (the shared server is never stopped)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -459,3 +460,29 @@ def test_bench_events_measures_both_sides(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     assert not list(client.scan_iter(match=f"{result['prefix']}:*"))  # cleaned up
     client.close()
+
+
+def test_one_record_that_cannot_be_encoded_is_refused_alone(redis_url: str, redis_prefix: str) -> None:
+    class Unencodable:
+        def __str__(self) -> str:
+            raise ValueError("no text form")
+
+    cfg = config(redis_url, redis_prefix, streams=["events"])
+    publisher = RedisEventPublisher(cfg, "run", "supervisor")
+    batch = LedgerBatch(
+        events=[
+            event(1),
+            EventRecord(2, "agent_error", "hook", "bad text \udcff from an agent"),  # a lone surrogate
+            EventRecord(3, "risk", "x", "float32 NaN", detail={"v": np.float32("nan")}),
+            EventRecord(4, "risk", "y", "cannot encode", detail={"v": Unencodable()}),
+            event(5),
+        ]
+    )
+    publisher.publish_batch(batch)
+    publisher.publish_batch(LedgerBatch(events=[event(6)]))
+    report = publisher.close()
+    assert report.published == 5 and report.rejected == 1, "only the record that cannot be encoded"
+    entries = read(redis_url, cfg.stream("events"))
+    assert [int(e["ts"]) for e in entries] == [1001, 2, 3, 1005, 1006], "it went on after the bad one"
+    assert entries[1]["message"] == "bad text \\udcff from an agent"
+    assert json.loads(entries[2]["detail"]) == {"v": "NaN"}

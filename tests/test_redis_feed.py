@@ -740,3 +740,66 @@ def test_bench_redis_feed_reports_every_field(redis_url: str, redis_prefix: str,
     assert result["decisions_per_s"] == pytest.approx(result["bars_per_s"] * 2, rel=1e-3)
     assert result["fills"] > 0 and result["suspended_agents"] == result["agent_errors"] == 0
     assert client.exists(stream) == 0, "the benchmark deletes its stream"
+
+
+def test_an_entry_with_binary_fields_is_skipped_not_a_blocked_stream(
+    client: Any, redis_url: str, redis_prefix: str
+) -> None:
+    stream = redis_prefix + "bars"
+    add_steps(client, stream, range(2))
+    raw = redis.Redis.from_url(redis_url)  # bytes, as a producer with a binary payload writes them
+    raw.xadd(stream, {**bar("AAA", 2), "payload": b"\xff\xfe\x00binary"})
+    raw.xadd(stream, {**bar("BBB", 2), "symbol": b"BB\xff"})
+    raw.close()
+    add_steps(client, stream, range(3, 4))
+    add(client, stream, dict(END_MARKER))
+    source = RedisBarSource(feed(redis_url, stream))
+    source.check()
+    steps = read_all(source)
+    source.close()
+    assert minutes(steps) == [0, 1, 2, 3], "the entry with an extra binary field is a good bar"
+    assert source.stats.skipped == 1, "the undecodable symbol is skipped and reported"
+    assert pending(client, stream) == 0
+
+
+def test_a_destroyed_group_is_recreated_after_what_was_handled(
+    client: Any, redis_url: str, redis_prefix: str
+) -> None:
+    stream = redis_prefix + "bars"
+    add_steps(client, stream, range(4))
+    source = RedisBarSource(feed(redis_url, stream, read_count=2))
+    source.check()
+    steps = source.steps()
+    first = [next_step(steps, source) for _ in range(2)]
+    client.xgroup_destroy(stream, "g")  # an operator resets the group (or a restart lost it)
+    add_steps(client, stream, range(5, 7))
+    add(client, stream, dict(END_MARKER))
+    rest = []
+    for step in steps:
+        if step is not None:
+            source.ack(step)
+            rest.append(step)
+    source.close()
+    assert minutes(first) == [0, 1]
+    assert minutes(rest) == [2, 3, 5, 6], "what came after is read, in order"
+    assert source.stats.skipped == 0, "nothing handled was read again (it would be out of order)"
+    assert "group_recreated" in [e.code for e in source.take_events()]
+    assert source.stats.end == "end_marker"
+
+
+def test_a_stream_deleted_during_a_blocking_read_is_recreated_not_a_crash(
+    client: Any, redis_url: str, redis_prefix: str
+) -> None:
+    stream = redis_prefix + "bars"
+    add_steps(client, stream, range(1))
+    source = RedisBarSource(feed(redis_url, stream, block_ms=2000, idle_timeout_s=4))
+    source.check()
+    steps = source.steps()
+    assert minutes([next_step(steps, source)]) == [0]
+    deleter = threading.Timer(0.5, lambda: client.delete(stream))  # while XREADGROUP blocks
+    deleter.start()
+    rest = [s for s in steps if s is not None]
+    deleter.join()
+    source.close()
+    assert rest == [] and source.stats.end == "idle_timeout"
+    assert "group_recreated" in [e.code for e in source.take_events()]

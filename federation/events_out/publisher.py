@@ -359,6 +359,11 @@ class RedisEventPublisher:
                 self._last_error = f"encoding failed: {type(exc).__name__}: {exc}"
                 continue
             for name, fields in entries:
+                if isinstance(fields, Exception):
+                    log.error("events out (%s): cannot encode a %s entry: %s", self.source, name, fields)
+                    self._rejected += 1
+                    self._last_error = f"encoding failed: {type(fields).__name__}: {fields}"
+                    continue
                 self._n += 1
                 fields["run_id"] = self.run_id
                 fields["source"] = self.source
@@ -546,25 +551,35 @@ def _retryable(error: Exception) -> bool:
     return isinstance(error, ResponseError) and code in _RETRYABLE
 
 
-def _encode(item: _Item) -> Iterator[tuple[StreamName, Fields]]:
+def _encode(item: _Item) -> Iterator[tuple[StreamName, Fields | Exception]]:
+    """The entries of ``item``, record by record: a record that cannot be encoded yields its error (it is
+    refused alone; the rest of the batch goes on)."""
     if isinstance(item, _Signals):
         for fields in encode_signals(item.agent, item.symbols, item.ts, item.weights, item.confidences):
             yield "signals", fields
         return
     for order in item.orders:
-        yield "orders", encode_order(order)
+        yield "orders", _guarded(encode_order, order)
     shares: dict[str, list[AllocationRecord]] = {}
     for allocation in item.allocations:
         shares.setdefault(allocation.fill_id, []).append(allocation)
     for fill in item.fills:
-        yield "fills", encode_fill(fill, shares.pop(fill.fill_id, ()))
+        yield "fills", _guarded(encode_fill, fill, shares.pop(fill.fill_id, ()))
     if shares:
         ts = max((f.ts for f in item.fills), default=0) or max((o.ts for o in item.orders), default=0)
         for allocations in shares.values():
             for allocation in allocations:
-                yield "fills", encode_allocation(allocation, ts)
+                yield "fills", _guarded(encode_allocation, allocation, ts)
     for event in item.events:
-        yield "events", encode_event(event)
+        yield "events", _guarded(encode_event, event)
+
+
+def _guarded(encode: Any, *args: Any) -> Fields | Exception:
+    try:
+        fields: Fields = encode(*args)
+        return fields
+    except Exception as exc:
+        return exc
 
 
 def _entry_count(item: _Item) -> int:

@@ -27,7 +27,8 @@ def _pack_xadd(key: str, maxlen: bytes, fields: Fields) -> bytes:
         % (6 + 2 * len(fields), len(k), k, len(maxlen), maxlen)
     ]
     for name, value in fields.items():
-        f, v = name.encode(), value.encode()
+        # backslashreplace: text with a lone surrogate (e.g. an agent's exception message) is sent escaped
+        f, v = name.encode("utf-8", "backslashreplace"), value.encode("utf-8", "backslashreplace")
         out.append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(f), f, len(v), v))
     return b"".join(out)
 
@@ -50,6 +51,8 @@ def _json_default(value: Any) -> Any:
 
 def _finite(value: Any) -> Any:
     """``value`` with non-finite floats as the strings ``NaN``, ``Infinity``, ``-Infinity`` (strict JSON)."""
+    if isinstance(value, np.floating):
+        value = float(value)  # float32/float16 are not floats: their NaN would pass unseen
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):

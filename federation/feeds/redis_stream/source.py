@@ -31,7 +31,7 @@ import numpy as np
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -70,6 +70,12 @@ def default_consumer() -> str:
     return f"federation-{socket.gethostname()}"
 
 
+def _id_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id ``<ms>-<seq>`` as numbers, for ordering."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def connect(url: str, *, socket_timeout_s: float = 10.0) -> redis.Redis:
     """A client that fails fast: no retries inside redis-py, so that an outage is seen (and reported)
     at once by the caller, which then reconnects with its own backoff."""
@@ -77,6 +83,7 @@ def connect(url: str, *, socket_timeout_s: float = 10.0) -> redis.Redis:
         client: redis.Redis = redis.Redis.from_url(
             url,
             decode_responses=True,
+            encoding_errors="replace",  # a producer's binary field must not block the stream: it is skipped
             socket_connect_timeout=2.0,
             socket_timeout=socket_timeout_s,
             retry=Retry(NoBackoff(), 0),
@@ -195,6 +202,8 @@ class RedisBarSource:
         self._failures = 0
         self._retry_at = 0.0
         self._last_entry = time.monotonic()
+        self._high_id: str | None = None
+        """The newest entry id read (a re-created group starts after it)."""
 
     # ------------------------------------------------------------------------------------------ public
     def check(self) -> None:
@@ -304,9 +313,12 @@ class RedisBarSource:
             self._went_down(exc)
             return None
         except ResponseError as exc:
-            if not error_code(exc, "NOGROUP"):
+            if isinstance(exc, ReadOnlyError) or error_code(exc, "MASTERDOWN") or error_code(exc, "TRYAGAIN"):
+                self._went_down(exc)  # a failover under way: an outage, reconnect with backoff
+                return None
+            if not (error_code(exc, "NOGROUP") or error_code(exc, "UNBLOCKED")):
                 raise
-            self._group_lost()
+            self._group_lost()  # the group, or the whole stream (UNBLOCKED: deleted during a read), is gone
             return None
 
     def _xreadgroup(self, from_id: str, block_ms: int | None) -> list[Entry]:
@@ -404,10 +416,11 @@ class RedisBarSource:
 
     def _group_lost(self) -> None:
         """The group vanished (a server restarted without persistence, or XGROUP DESTROY): create it
-        again from the start of the stream, so that bars added since are not missed."""
+        again after the newest entry this run handled (the start of the stream if none), so that bars
+        added since are not missed and those handled are not read again."""
         cfg = self.config
         try:
-            self._ensure_group("0")
+            self._ensure_group(self._high_id or "0")
         except CONNECTION_ERRORS as exc:
             self._went_down(exc)
             return
@@ -415,7 +428,8 @@ class RedisBarSource:
             FeedEvent(
                 "group_recreated",
                 f"consumer group {cfg.group!r} of stream {cfg.stream!r} was gone (a Redis restart without "
-                "persistence, or XGROUP DESTROY); created it again from the start of the stream",
+                "persistence, or XGROUP DESTROY); created it again after the last entry this run handled "
+                f"({self._high_id or 'the start of the stream'})",
                 {"stream": cfg.stream, "group": cfg.group},
             )
         )
@@ -432,6 +446,9 @@ class RedisBarSource:
             *(np.array([getattr(b, name) for b in bars], dtype=np.float64) for name in OHLCV)
         )
         k = 0
+        newest = max((e[0] for e in entries), key=_id_key)
+        if self._high_id is None or _id_key(newest) > _id_key(self._high_id):
+            self._high_id = newest
         for (entry_id, _), item in zip(entries, parsed, strict=True):
             self.stats.entries += 1
             if isinstance(item, EndOfStream):
