@@ -27,7 +27,6 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Coroutine, Sequence
-from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,6 +40,7 @@ from federation.ledger.records import (
     CostRow,
     LedgerBatch,
     RunRecord,
+    cost_row_values,
 )
 from federation.money import to_e8
 
@@ -391,9 +391,6 @@ class PostgresLedger(LedgerReads):
     def write_costs(self, run_id: str, rows: Sequence[CostRow]) -> None:
         """Record (replace) the run's cost report: one row per agent and meter or money budget."""
 
-        def e8(value: Decimal | None) -> int | None:
-            return None if value is None else to_e8(value)
-
         async def go() -> None:
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute("DELETE FROM budget_usage WHERE run_id = $1", run_id)
@@ -401,24 +398,7 @@ class PostgresLedger(LedgerReads):
                     "INSERT INTO budget_usage (run_id, agent, kind, usage_e8, cost_e8, budget_e8, period, "
                     "peak_period_usage_e8, remaining_e8, reservations, refusals, actions_json, state) "
                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                    [
-                        (
-                            run_id,
-                            r.agent,
-                            r.kind,
-                            to_e8(r.usage),
-                            to_e8(r.cost),
-                            e8(r.budget),
-                            r.period,
-                            e8(r.peak_period_usage),
-                            e8(r.remaining),
-                            r.reservations,
-                            r.refusals,
-                            json.dumps(r.actions, sort_keys=True),
-                            r.state,
-                        )
-                        for r in rows
-                    ],
+                    [cost_row_values(run_id, r) for r in rows],
                 )
 
         self._run(go())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -149,3 +150,28 @@ class CostRow:
     refusals: int
     actions: dict[str, int]
     state: str
+
+
+def cost_row_values(run_id: str, row: CostRow) -> tuple[Any, ...]:
+    """The ``budget_usage`` columns (after ``id``) of a cost row, both backends: money and usage in 1e-8
+    units, actions as JSON."""
+    from federation.money import to_e8
+
+    def e8(value: Decimal | None) -> int | None:
+        return None if value is None else to_e8(value)
+
+    return (
+        run_id,
+        row.agent,
+        row.kind,
+        to_e8(row.usage),
+        to_e8(row.cost),
+        e8(row.budget),
+        row.period,
+        e8(row.peak_period_usage),
+        e8(row.remaining),
+        row.reservations,
+        row.refusals,
+        json.dumps(row.actions, sort_keys=True),
+        row.state,
+    )

@@ -13,7 +13,6 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from federation.ledger.records import (
     CostRow,
     LedgerBatch,
     RunRecord,
+    cost_row_values,
 )
 from federation.money import to_e8
 
@@ -261,33 +261,13 @@ class SQLiteLedger(LedgerReads):
     def write_costs(self, run_id: str, rows: Sequence[CostRow]) -> None:
         """Record (replace) the run's cost report: one row per agent and meter or money budget."""
 
-        def e8(value: Decimal | None) -> int | None:
-            return None if value is None else to_e8(value)
-
         with self._transaction() as db:
             db.execute("DELETE FROM budget_usage WHERE run_id = ?", (run_id,))
             db.executemany(
                 "INSERT INTO budget_usage (run_id, agent, kind, usage_e8, cost_e8, budget_e8, period, "
                 "peak_period_usage_e8, remaining_e8, reservations, refusals, actions_json, state) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        run_id,
-                        r.agent,
-                        r.kind,
-                        to_e8(r.usage),
-                        to_e8(r.cost),
-                        e8(r.budget),
-                        r.period,
-                        e8(r.peak_period_usage),
-                        e8(r.remaining),
-                        r.reservations,
-                        r.refusals,
-                        json.dumps(r.actions, sort_keys=True),
-                        r.state,
-                    )
-                    for r in rows
-                ],
+                [cost_row_values(run_id, r) for r in rows],
             )
 
     def request_halt(self, run_id: str, reason: str) -> None:
