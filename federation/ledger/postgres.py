@@ -40,7 +40,14 @@ from federation.ledger.records import (
     CostRow,
     LedgerBatch,
     RunRecord,
+    allocation_row,
+    cash_row,
     cost_row_values,
+    event_row,
+    fill_row,
+    order_allocation_rows,
+    order_row,
+    position_row,
 )
 from federation.money import to_e8
 
@@ -299,64 +306,16 @@ class PostgresLedger(LedgerReads):
         return self._run(self._write(run_id, batch, token))
 
     async def _write(self, run_id: str, batch: LedgerBatch, token: tuple[str, int] | None) -> bool:
-        orders = _last_per_key(
-            [
-                (
-                    o.client_order_id,
-                    o.seq,
-                    o.ts,
-                    o.symbol,
-                    o.side,
-                    o.order_type,
-                    to_e8(o.quantity),
-                    None if o.limit_price is None else to_e8(o.limit_price),
-                    o.status,
-                    to_e8(o.filled_quantity),
-                    o.reason_code,
-                    o.reason,
-                )
-                for o in batch.orders
-            ],
-            1,
-        )
-        order_allocs = _last_per_key(
-            [(o.client_order_id, a, to_e8(q)) for o in batch.orders for a, q in o.allocations], 2
-        )
-        fills = [
-            (
-                f.fill_id,
-                f.client_order_id,
-                f.ts,
-                f.symbol,
-                to_e8(f.quantity),
-                to_e8(f.price),
-                to_e8(f.fee),
-                f.liquidity,
-            )
-            for f in batch.fills
-        ]
-        allocs = [
-            (a.fill_id, a.agent, a.symbol, to_e8(a.quantity), to_e8(a.price), to_e8(a.fee))
-            for a in batch.allocations
-        ]
-        positions = _last_per_key(
-            [
-                (p.account, p.symbol, to_e8(p.quantity), to_e8(p.avg_price), to_e8(p.realized_pnl))
-                for p in batch.positions
-            ],
-            2,
-        )
-        cash = _last_per_key([(c.account, to_e8(c.balance)) for c in batch.cash], 1)
+        # An upsert may not touch a row twice in one statement: the last of each key is kept.
+        orders = _last_per_key([order_row(o) for o in batch.orders], 1)
+        order_allocs = _last_per_key([r for o in batch.orders for r in order_allocation_rows(o)], 2)
+        fills = [fill_row(f) for f in batch.fills]
+        allocs = [allocation_row(a) for a in batch.allocations]
+        positions = _last_per_key([position_row(p) for p in batch.positions], 2)
+        cash = _last_per_key([cash_row(c) for c in batch.cash], 1)
         events = [
-            (
-                e.ts,
-                _text(e.kind),
-                None if e.agent is None else _text(e.agent),
-                _text(e.code),
-                _text(e.message),
-                _text(json.dumps(e.detail, default=str)),
-            )
-            for e in batch.events
+            (ts, _text(kind), None if agent is None else _text(agent), _text(code), _text(msg), _text(detail))
+            for ts, kind, agent, code, msg, detail in map(event_row, batch.events)
         ]
         async with self.pool.acquire() as conn, conn.transaction():
             if token is not None:

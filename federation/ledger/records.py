@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
+from federation.money import to_e8
+
 OrderStatus = Literal["submitted", "filled", "partially_filled", "expired", "denied", "cancelled"]
 Side = Literal["buy", "sell"]
 Liquidity = Literal["taker", "maker", "internal"]
@@ -155,7 +157,6 @@ class CostRow:
 def cost_row_values(run_id: str, row: CostRow) -> tuple[Any, ...]:
     """The ``budget_usage`` columns (after ``id``) of a cost row, both backends: money and usage in 1e-8
     units, actions as JSON."""
-    from federation.money import to_e8
 
     def e8(value: Decimal | None) -> int | None:
         return None if value is None else to_e8(value)
@@ -175,3 +176,38 @@ def cost_row_values(run_id: str, row: CostRow) -> tuple[Any, ...]:
         json.dumps(row.actions, sort_keys=True),
         row.state,
     )
+
+
+# Rows as both ledgers store them (after ``run_id``): the column order of each table, money in 1e-8 units.
+def order_row(o: OrderRecord) -> tuple[Any, ...]:
+    limit = None if o.limit_price is None else to_e8(o.limit_price)
+    return (
+        o.client_order_id, o.seq, o.ts, o.symbol, o.side, o.order_type, to_e8(o.quantity), limit, o.status,
+        to_e8(o.filled_quantity), o.reason_code, o.reason,
+    )  # fmt: skip
+
+
+def order_allocation_rows(o: OrderRecord) -> list[tuple[str, str, int]]:
+    return [(o.client_order_id, agent, to_e8(q)) for agent, q in o.allocations]
+
+
+def fill_row(f: FillRecord) -> tuple[Any, ...]:
+    quantity, price, fee = to_e8(f.quantity), to_e8(f.price), to_e8(f.fee)
+    return (f.fill_id, f.client_order_id, f.ts, f.symbol, quantity, price, fee, f.liquidity)
+
+
+def allocation_row(a: AllocationRecord) -> tuple[Any, ...]:
+    return (a.fill_id, a.agent, a.symbol, to_e8(a.quantity), to_e8(a.price), to_e8(a.fee))
+
+
+def position_row(p: PositionRecord) -> tuple[Any, ...]:
+    return (p.account, p.symbol, to_e8(p.quantity), to_e8(p.avg_price), to_e8(p.realized_pnl))
+
+
+def cash_row(c: CashRecord) -> tuple[str, int]:
+    return (c.account, to_e8(c.balance))
+
+
+def event_row(e: EventRecord) -> tuple[Any, ...]:
+    """``ts, kind, agent, code, message, detail_json``."""
+    return (e.ts, e.kind, e.agent, e.code, e.message, json.dumps(e.detail, default=str))

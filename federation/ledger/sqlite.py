@@ -23,7 +23,14 @@ from federation.ledger.records import (
     CostRow,
     LedgerBatch,
     RunRecord,
+    allocation_row,
+    cash_row,
     cost_row_values,
+    event_row,
+    fill_row,
+    order_allocation_rows,
+    order_row,
+    position_row,
 )
 from federation.money import to_e8
 
@@ -184,78 +191,31 @@ class SQLiteLedger(LedgerReads):
             "ON CONFLICT (run_id, client_order_id) DO UPDATE SET status = excluded.status, "
             "filled_qty_e8 = excluded.filled_qty_e8, reason_code = excluded.reason_code, "
             "reason = excluded.reason",
-            [
-                (
-                    run_id,
-                    o.client_order_id,
-                    o.seq,
-                    o.ts,
-                    o.symbol,
-                    o.side,
-                    o.order_type,
-                    to_e8(o.quantity),
-                    None if o.limit_price is None else to_e8(o.limit_price),
-                    o.status,
-                    to_e8(o.filled_quantity),
-                    o.reason_code,
-                    o.reason,
-                )
-                for o in batch.orders
-            ],
+            [(run_id, *order_row(o)) for o in batch.orders],
         )
         db.executemany(
             "INSERT OR IGNORE INTO order_allocations VALUES (?, ?, ?, ?)",
-            [(run_id, o.client_order_id, a, to_e8(q)) for o in batch.orders for a, q in o.allocations],
+            [(run_id, *r) for o in batch.orders for r in order_allocation_rows(o)],
         )
         db.executemany(
             "INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    run_id,
-                    f.fill_id,
-                    f.client_order_id,
-                    f.ts,
-                    f.symbol,
-                    to_e8(f.quantity),
-                    to_e8(f.price),
-                    to_e8(f.fee),
-                    f.liquidity,
-                )
-                for f in batch.fills
-            ],
+            [(run_id, *fill_row(f)) for f in batch.fills],
         )
         db.executemany(
             "INSERT INTO fill_allocations VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (run_id, a.fill_id, a.agent, a.symbol, to_e8(a.quantity), to_e8(a.price), to_e8(a.fee))
-                for a in batch.allocations
-            ],
+            [(run_id, *allocation_row(a)) for a in batch.allocations],
         )
         db.executemany(
             "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    run_id,
-                    p.account,
-                    p.symbol,
-                    to_e8(p.quantity),
-                    to_e8(p.avg_price),
-                    to_e8(p.realized_pnl),
-                )
-                for p in batch.positions
-            ],
+            [(run_id, *position_row(p)) for p in batch.positions],
         )
         db.executemany(
-            "INSERT OR REPLACE INTO cash VALUES (?, ?, ?)",
-            [(run_id, c.account, to_e8(c.balance)) for c in batch.cash],
+            "INSERT OR REPLACE INTO cash VALUES (?, ?, ?)", [(run_id, *cash_row(c)) for c in batch.cash]
         )
         db.executemany(
             "INSERT INTO events (run_id, ts, kind, agent, code, message, detail_json) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (run_id, e.ts, e.kind, e.agent, e.code, e.message, json.dumps(e.detail, default=str))
-                for e in batch.events
-            ],
+            [(run_id, *event_row(e)) for e in batch.events],
         )
 
     def write_costs(self, run_id: str, rows: Sequence[CostRow]) -> None:
