@@ -132,18 +132,10 @@ def open_buffered_ledger(
             return PostgresLedger(u, pool_size=pool_size)
         return SQLiteLedger(sqlite_path(u))
 
-    first = True
-
-    def open_first(u: str) -> Ledger:
-        nonlocal first
-        if first:  # the reader, opened here: a ledger that cannot be opened fails the run at once
-            first = False
-            return open_ledger(u, pool_size=pool_size)
-        return opener(u)
-
     return BufferedLedger(
         url,
-        open_first,
+        opener,
+        reader=open_ledger(url, pool_size=pool_size),  # opened here: a bad ledger fails the run at once
         writer=writer,
         capacity=buffer_batches,
         merge_batches=merge_batches,

@@ -130,9 +130,9 @@ def _merge(batches: Sequence[LedgerBatch]) -> LedgerBatch:
 class BufferedLedger:
     """A ledger whose writes are queued and written in order by a background thread (see the module).
 
-    ``opener(url)`` opens a backend ledger; it is called twice: once here (reads) and once in the
-    writer thread (writes). ``writer`` names this buffer's tokens: use one name per process and run
-    (e.g. ``execution`` and ``supervisor``)."""
+    ``opener(url)`` opens a backend ledger: in the writer thread (writes), the halt poller, and here for
+    reads unless ``reader`` is given. ``writer`` names this buffer's tokens: use one name per process
+    and run (e.g. ``execution`` and ``supervisor``)."""
 
     def __init__(
         self,
@@ -140,6 +140,7 @@ class BufferedLedger:
         opener: Callable[[str], Ledger],
         *,
         writer: str,
+        reader: Ledger | None = None,
         capacity: int = 1000,
         merge_batches: int = 64,
         flush_timeout_s: float = 600.0,
@@ -149,7 +150,7 @@ class BufferedLedger:
     ) -> None:
         if capacity < 1 or merge_batches < 1:
             raise ValueError("capacity and merge_batches must be >= 1")
-        self._reader = opener(url)
+        self._reader = reader if reader is not None else opener(url)
         self.url = self._reader.url
         self._opener, self._raw_url = opener, url
         self._writer_name = f"{writer}-{time.time_ns():x}"
