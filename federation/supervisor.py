@@ -510,8 +510,8 @@ class Supervisor:
                 asked = time.perf_counter()
                 calls = {r.process(block_ref, fills, gate.hold(r.names)): r for r in live}
                 results = self._gather(calls, lost)
-                self._publish_signals(batch.ts, results)
                 state.decision_s += time.perf_counter() - asked
+                self._publish_signals(batch.ts, results)
                 self._record_results(results, state, ledger)
                 targets = aggregator.targets(batch, results)
                 outcome = ray.get(execution.process_block.remote(block_ref, targets))
