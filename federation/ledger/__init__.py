@@ -1,4 +1,4 @@
-"""The ledger: runs, agents, orders, fills, positions, cash, audit events and costs.
+"""The ledger: runs, agents, orders, fills, positions, cash, audit events, costs and agent checkpoints.
 
 ``open_ledger(url)`` picks the backend from the URL: an SQLite file (``sqlite:///path.db`` or a plain
 path; the zero-setup default) or a PostgreSQL database (``postgresql://user@host:5432/db``, asyncpg,
@@ -20,6 +20,7 @@ from federation.ledger.records import (
     AgentRecord,
     AllocationRecord,
     CashRecord,
+    CheckpointRecord,
     CostRow,
     EventRecord,
     FillRecord,
@@ -37,6 +38,7 @@ __all__ = [
     "AllocationRecord",
     "BufferedLedger",
     "CashRecord",
+    "CheckpointRecord",
     "CostRow",
     "EventRecord",
     "FillRecord",

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from federation.ledger.records import (
     PORTFOLIO,
     AgentRecord,
+    CheckpointRecord,
     CostRow,
     FillRecord,
     LedgerBatch,
@@ -18,7 +19,8 @@ from federation.ledger.records import (
 
 
 class Ledger(Protocol):
-    """Runs, agents, orders, fills, positions, cash, events, costs and kill-switch requests.
+    """Runs, agents, orders, fills, positions, cash, events, costs, agent checkpoints and kill-switch
+    requests.
 
     Writes are whole transactions: a :class:`LedgerBatch` is written entirely or not at all. One ledger
     object belongs to one process (open another in each process that writes).
@@ -64,6 +66,9 @@ class Ledger(Protocol):
     def orders(self, run_id: str) -> list[OrderRecord]: ...
 
     def events(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]: ...
+
+    def latest_checkpoints(self, run_id: str) -> dict[str, CheckpointRecord]:
+        """Each agent's latest state checkpoint in ``run_id`` (agents without one are absent)."""
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         """Read-only SQL for reports and tests; placeholders are ``?`` on every backend."""

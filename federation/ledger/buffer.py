@@ -41,12 +41,14 @@ from federation.ledger.postgres import LedgerUnavailable
 from federation.ledger.records import (
     PORTFOLIO,
     AgentRecord,
+    CheckpointRecord,
     CostRow,
     EventRecord,
     FillRecord,
     LedgerBatch,
     OrderRecord,
     RunRecord,
+    latest_per_agent,
 )
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,8 @@ class WriterReport:
 
 
 def _merge(batches: Sequence[LedgerBatch]) -> LedgerBatch:
+    """Consecutive batches as one; of each agent's checkpoints only the newest is kept (the ledger keeps
+    one per agent, so the others would only be overwritten in the same transaction)."""
     if len(batches) == 1:
         return batches[0]
     out = LedgerBatch()
@@ -124,6 +128,8 @@ def _merge(batches: Sequence[LedgerBatch]) -> LedgerBatch:
         out.positions += b.positions
         out.cash += b.cash
         out.events += b.events
+        out.checkpoints += b.checkpoints
+    out.checkpoints = latest_per_agent(out.checkpoints)
     return out
 
 
@@ -529,6 +535,10 @@ class BufferedLedger:
     def events(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
         return self._reader.events(run_id, kind)
 
+    def latest_checkpoints(self, run_id: str) -> dict[str, CheckpointRecord]:
+        """What the database holds: checkpoints still queued are not seen (:meth:`flush` first)."""
+        return self._reader.latest_checkpoints(run_id)
+
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return self._reader.query(sql, *args)
 
@@ -557,6 +567,8 @@ def replay_unwritten(path: str | Path, ledger: Ledger) -> int:
     writer, ops = saved["writer"], saved["ops"]
     applied = 0
     for op in ops:
+        if op.batch is not None and not hasattr(op.batch, "checkpoints"):
+            op.batch.checkpoints = []  # saved by a version whose batches had no checkpoints
         if op.kind == "write" and op.batch is not None:
             applied += _write_once(ledger, op.run_id, op.batch, (writer, op.seq))
         elif op.kind == "costs":

@@ -107,6 +107,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        4,
+        "checkpoints: each agent's latest state (restored after its process is restarted)",
+        """
+        CREATE TABLE checkpoints (
+            run_id TEXT NOT NULL, agent TEXT NOT NULL, ts BIGINT NOT NULL, bars BIGINT NOT NULL,
+            state BYTEA NOT NULL, PRIMARY KEY (run_id, agent)
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

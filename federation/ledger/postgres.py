@@ -7,9 +7,10 @@ The schema is created and upgraded by :mod:`federation.ledger.migrations` when t
 The interface is synchronous, like the SQLite ledger's: one private event loop thread runs asyncpg and
 each call waits for its result. Writes:
 
-- a :class:`LedgerBatch` is one transaction, so a fill and the position and cash it changed are
-  committed together; rows go in with one ``INSERT ... SELECT FROM unnest(...)`` per table (a round
-  trip per table, not per row), orders and positions as upserts;
+- a :class:`LedgerBatch` is one transaction, so a fill and the position and cash it changed (and the
+  agent checkpoints taken with them) are committed together; rows go in with one
+  ``INSERT ... SELECT FROM unnest(...)`` per table (a round trip per table, not per row), orders,
+  positions, cash and checkpoints as upserts;
 - a write may carry a *token* ``(writer, seq)``, recorded in ``ledger_writes`` in the same
   transaction: a batch retried after a commit whose answer was lost (the server went away) is applied
   once, never twice.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import threading
 import time
@@ -42,6 +44,7 @@ from federation.ledger.records import (
     RunRecord,
     allocation_row,
     cash_row,
+    checkpoint_row,
     cost_row_values,
     event_row,
     fill_row,
@@ -50,6 +53,10 @@ from federation.ledger.records import (
     position_row,
 )
 from federation.money import to_e8
+
+# asyncpg's pool logs a traceback each time it fails to reconnect; during a database outage that is one
+# per retry. The write-behind buffer reports outages itself (ledger_outage events, the run summary).
+logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 T = TypeVar("T")
 _TRANSIENT_STATES = ("08", "57P", "53300", "25006", "57014")
@@ -121,6 +128,11 @@ INSERT INTO positions SELECT $1, * FROM unnest(
     $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
 ON CONFLICT (run_id, account, symbol) DO UPDATE SET qty_e8 = excluded.qty_e8,
     avg_price_e8 = excluded.avg_price_e8, realized_pnl_e8 = excluded.realized_pnl_e8
+"""
+_CHECKPOINTS = """
+INSERT INTO checkpoints AS c SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bytea[])
+ON CONFLICT (run_id, agent) DO UPDATE SET ts = excluded.ts, bars = excluded.bars, state = excluded.state
+WHERE excluded.ts >= c.ts
 """
 _CASH = """
 INSERT INTO cash SELECT $1, * FROM unnest($2::text[], $3::bigint[])
@@ -313,6 +325,7 @@ class PostgresLedger(LedgerReads):
         allocs = [allocation_row(a) for a in batch.allocations]
         positions = _last_per_key([position_row(p) for p in batch.positions], 2)
         cash = _last_per_key([cash_row(c) for c in batch.cash], 1)
+        checkpoints = _last_per_key([checkpoint_row(c) for c in batch.checkpoints], 1)
         events = [
             (ts, _text(kind), None if agent is None else _text(agent), _text(code), _text(msg), _text(detail))
             for ts, kind, agent, code, msg, detail in map(event_row, batch.events)
@@ -331,6 +344,7 @@ class PostgresLedger(LedgerReads):
                 (_ORDERS_UPSERT, orders, 12),
                 (_POSITIONS, positions, 5),
                 (_CASH, cash, 2),
+                (_CHECKPOINTS, checkpoints, 4),
             ):
                 if rows:
                     await conn.execute(sql, run_id, *_columns(rows, width))

@@ -6,7 +6,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from federation.ledger.records import PORTFOLIO, CostRow, FillRecord, OrderRecord
+from federation.ledger.records import PORTFOLIO, CheckpointRecord, CostRow, FillRecord, OrderRecord
 from federation.money import from_e8
 
 
@@ -15,7 +15,7 @@ def _dec(units: int | None) -> Decimal | None:
 
 
 class LedgerReads:
-    """Mixin: runs, positions, cash, fills, orders, events, costs and summaries of a ledger whose
+    """Mixin: runs, positions, cash, fills, orders, events, costs, checkpoints and summaries of a ledger whose
     ``query(sql, *args)`` runs read-only SQL."""
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -118,3 +118,10 @@ class LedgerReads:
         rows = self.query(sql + " ORDER BY id", *args)
         keys = ("ts", "kind", "agent", "code", "message")
         return [{**dict(zip(keys, r[:5], strict=True)), "detail": json.loads(r[5])} for r in rows]
+
+    def latest_checkpoints(self, run_id: str) -> dict[str, CheckpointRecord]:
+        """Each agent's latest state checkpoint in ``run_id`` (agents without one are absent)."""
+        rows = self.query(
+            "SELECT agent, ts, bars, state FROM checkpoints WHERE run_id = ? ORDER BY agent", run_id
+        )
+        return {r[0]: CheckpointRecord(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in rows}

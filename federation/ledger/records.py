@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from federation.money import to_e8
 
-OrderStatus = Literal["submitted", "filled", "partially_filled", "expired", "denied", "cancelled"]
+OrderStatus = Literal["submitted", "filled", "partially_filled", "expired", "denied", "cancelled", "rejected"]
 Side = Literal["buy", "sell"]
 Liquidity = Literal["taker", "maker", "internal"]
 PORTFOLIO = "__portfolio__"
@@ -112,6 +112,20 @@ class EventRecord:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """An agent's saved state, to restore it after its process is restarted. The ledger keeps one per
+    agent and run: the latest (a checkpoint never replaces one of a later bar)."""
+
+    agent: str
+    ts: int
+    """Bar time (epoch ns) of the last bar the agent had processed when its state was taken."""
+    bars: int
+    """Bars the agent had processed by then (the replay after a restore starts after them)."""
+    state: bytes
+    """``Agent.state()``, serialized by the runner."""
+
+
 @dataclass(slots=True)
 class LedgerBatch:
     """Everything from one step of the run, written in one transaction."""
@@ -122,11 +136,25 @@ class LedgerBatch:
     positions: list[PositionRecord] = field(default_factory=list)
     cash: list[CashRecord] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
+    checkpoints: list[CheckpointRecord] = field(default_factory=list)
+    """Agent state checkpoints: each replaces the agent's previous one (see :func:`latest_per_agent`)."""
 
     def __bool__(self) -> bool:
         return bool(
-            self.orders or self.fills or self.allocations or self.positions or self.cash or self.events
+            self.orders
+            or self.fills
+            or self.allocations
+            or self.positions
+            or self.cash
+            or self.events
+            or self.checkpoints
         )
+
+
+def latest_per_agent(checkpoints: list[CheckpointRecord]) -> list[CheckpointRecord]:
+    """One checkpoint per agent, the last in the list (an agent's checkpoints are in time order), in
+    the order of each agent's first: what a ledger keeps of ``checkpoints`` written one after another."""
+    return list({c.agent: c for c in checkpoints}.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +234,11 @@ def position_row(p: PositionRecord) -> tuple[Any, ...]:
 
 def cash_row(c: CashRecord) -> tuple[str, int]:
     return (c.account, to_e8(c.balance))
+
+
+def checkpoint_row(c: CheckpointRecord) -> tuple[str, int, int, bytes]:
+    """``agent, ts, bars, state``."""
+    return (c.agent, c.ts, c.bars, c.state)
 
 
 def event_row(e: EventRecord) -> tuple[Any, ...]:

@@ -25,6 +25,7 @@ from federation.ledger.records import (
     RunRecord,
     allocation_row,
     cash_row,
+    checkpoint_row,
     cost_row_values,
     event_row,
     fill_row,
@@ -34,8 +35,9 @@ from federation.ledger.records import (
 )
 from federation.money import to_e8
 
-SCHEMA_VERSION = 2
-"""2: budget_usage (cost report per agent and meter) and controls (kill switch requests)."""
+SCHEMA_VERSION = 3
+"""2: budget_usage (cost report per agent and meter) and controls (kill switch requests); 3: checkpoints
+(each agent's latest state)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -94,10 +96,23 @@ CREATE TABLE IF NOT EXISTS controls (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, requested_ns INTEGER NOT NULL,
     command TEXT NOT NULL, reason TEXT NOT NULL, handled_ns INTEGER
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT NOT NULL, agent TEXT NOT NULL, ts INTEGER NOT NULL, bars INTEGER NOT NULL,
+    state BLOB NOT NULL, PRIMARY KEY (run_id, agent)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS fills_by_symbol ON fills (run_id, symbol);
 CREATE INDEX IF NOT EXISTS allocations_by_agent ON fill_allocations (run_id, agent);
 CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, kind);
 """
+
+
+CHECKPOINT_UPSERT = """
+INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (run_id, agent) DO UPDATE SET ts = excluded.ts, bars = excluded.bars, state = excluded.state
+WHERE excluded.ts >= checkpoints.ts
+"""
+"""One row per agent and run: a checkpoint replaces the agent's previous one, unless that one is of a
+later bar (a batch replayed late never takes an agent back)."""
 
 
 def sqlite_path(url: str) -> Path:
@@ -217,6 +232,7 @@ class SQLiteLedger(LedgerReads):
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(run_id, *event_row(e)) for e in batch.events],
         )
+        db.executemany(CHECKPOINT_UPSERT, [(run_id, *checkpoint_row(c)) for c in batch.checkpoints])
 
     def write_costs(self, run_id: str, rows: Sequence[CostRow]) -> None:
         """Record (replace) the run's cost report: one row per agent and meter or money budget."""
