@@ -137,6 +137,57 @@ class LiveSettings(_Model):
     max_ticks: int | None = Field(None, ge=1, description="Stop after this many ticks (default: feed end).")
 
 
+class RecoverySettings(_Model):
+    """``[recovery]``: how agents and the execution actor come back after a crash, a hang or a kill.
+
+    The supervisor checkpoints each agent's ``state()`` to the ledger; an agent whose process dies is
+    restarted, ``restore()``d from its last checkpoint and fed the calls it made since (the replay
+    buffer), so its signals converge to what they would have been. Repeated crashes, deadline misses or
+    (optionally) hook errors within a window quarantine it instead: it gets no more bars, an
+    ``agent_quarantined`` event is recorded, and its targets are held or flattened.
+    """
+
+    checkpoint_every_bars: int = Field(
+        50, ge=1, le=10_000_000, description="Checkpoint each agent after this many bars it processed..."
+    )
+    checkpoint_every_s: float = Field(10.0, gt=0, description="...or after this many seconds, if sooner.")
+    replay_bars: int = Field(
+        2000,
+        ge=0,
+        le=10_000_000,
+        description="Bars kept per agent since its last checkpoint, replayed after a restart; beyond "
+        "this the oldest are dropped and the restored agent misses them (recorded).",
+    )
+    max_restarts: int = Field(5, ge=0, le=10_000, description="Restarts of one agent within the window...")
+    restart_window_s: float = Field(60.0, gt=0, description="...after which the agent is quarantined.")
+    miss_deadline_ms: float | None = Field(
+        None,
+        gt=0,
+        description="A call slower than this is a deadline miss (its signal misses the step; the step "
+        "goes on). Default: [live] decision_timeout_ms in live mode; backtests count no misses.",
+    )
+    max_misses: int = Field(20, ge=1, description="Misses within miss_window_s that quarantine the agent.")
+    miss_window_s: float = Field(10.0, gt=0)
+    max_errors: int | None = Field(
+        None,
+        ge=1,
+        description="Hook exceptions within error_window_s that quarantine the agent; unset: exceptions "
+        "are recorded (with traceback) and the agent continues.",
+    )
+    error_window_s: float = Field(60.0, gt=0)
+    on_quarantine: Literal["hold", "flatten"] = Field(
+        "hold",
+        description="A quarantined agent's targets: 'hold' keeps its positions, 'flatten' closes them.",
+    )
+    execution_max_restarts: int = Field(
+        3,
+        ge=0,
+        le=1000,
+        description="Restarts of the execution actor per run (live mode: it reconciles with the venue, "
+        "which runs as its own actor). Past this the run fails.",
+    )
+
+
 class CsvFeedConfig(_Model):
     """``[feed] kind = "csv"``: historical replay of one CSV file per symbol, aligned on time."""
 
@@ -321,6 +372,21 @@ class ExecutionConfig(_Model):
     )
     lot_size: Decimal = Field(Decimal(1), gt=0, description="Quantities are whole multiples of this.")
     price_tick: Decimal = Field(Decimal("0.0001"), gt=0, description="Prices are rounded to this tick.")
+    venue_timeout_s: float = Field(
+        2.0, gt=0, le=600, description="Deadline of one call to the venue actor (live mode)."
+    )
+    venue_retry_s: float = Field(
+        30.0,
+        ge=0,
+        le=86_400,
+        description="How long a venue call is retried (same client order ids) on timeouts, rate limits "
+        "and disconnects; then the bar goes on and the orders are re-sent with the next bar.",
+    )
+    journal_dir: str | None = Field(
+        None,
+        description="Folder of the order journal (one file per run, written before orders leave the "
+        "execution actor); default: a 'federation' folder in the system's temporary folder.",
+    )
 
     @model_validator(mode="after")
     def _representable(self) -> ExecutionConfig:
@@ -798,6 +864,7 @@ class FleetConfig(_Model):
     allocation: AllocationConfig = AllocationConfig()
     budgets: BudgetSettings = BudgetSettings()
     live: LiveSettings = LiveSettings()
+    recovery: RecoverySettings = RecoverySettings()
     agents: list[AgentEntry] = Field(min_length=1)
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file (set by load).")
 

@@ -66,6 +66,16 @@ class SubAccounts:
         holding.lots = new
         self.lots[account, col] = new
 
+    def restore(self, account: int, col: int, lots: int, avg_price: Decimal, realized: Decimal) -> None:
+        """Set one holding as a ledger recorded it (a restarted execution actor rebuilding its books)."""
+        self._holdings[account][col] = _Holding(lots, avg_price, realized)
+        self.lots[account, col] = lots
+
+    def set_cash(self, account: int, cash: Decimal) -> None:
+        """Set an account's cash as the ledger recorded it (float mirror included)."""
+        self.cash[account] = cash
+        self.cash_f[account] = float(cash)
+
     def transfer(self, account: int, amount: Decimal) -> None:
         """Move ``amount`` of cash into ``account`` (out of it if negative): money allocated to it, not
         P&L, so fees and realized P&L stay as they are."""

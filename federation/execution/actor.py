@@ -1,12 +1,23 @@
-"""``ExecutionActor``: the one Ray actor every order leaves from (it hosts the :class:`ExecutionEngine`)."""
+"""``ExecutionActor``: the one Ray actor every order leaves from (it hosts the :class:`ExecutionEngine`).
+
+With ``venue`` (a venue actor handle, :func:`~federation.execution.exchange.start_venue_actor`) the engine
+trades on that venue through :class:`~federation.execution.venue_client.RemoteVenue` and journals every
+order before sending it (:mod:`federation.execution.journal`); otherwise on the simulated venue in its own
+process. A restarted actor (``recover=True``) rebuilds its books with :meth:`_ExecutionService.recover`
+(:mod:`federation.execution.reconcile`) before it takes a block; breakers and order-rate buckets restart
+fresh (see that module).
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import ray
 
 from agents.model import BarBatch
@@ -15,6 +26,9 @@ from federation.errors import LedgerError
 from federation.events_out import EventStreamConfig, open_publisher
 from federation.events_out.tee import EventTap
 from federation.execution.engine import BlockOutcome, ExecutionEngine, TargetUpdates
+from federation.execution.journal import OrderJournal, journal_path, load_journal
+from federation.execution.reconcile import reconcile
+from federation.execution.venue_client import RemoteVenue
 from federation.ledger import BufferedLedger, open_buffered_ledger
 from policies.breakers import BreakerSpec
 from policies.risk import (
@@ -107,7 +121,14 @@ class _ExecutionService:
         agent_risk: list[AgentRiskConfig | None] | None = None,
         ledger_settings: LedgerSettings | None = None,
         events: EventStreamConfig | None = None,
+        venue: Any = None,
+        recover: bool = False,
     ) -> None:
+        if recover and (venue is None or not ledger_url):
+            raise ValueError(
+                "recover=True needs the venue actor (venue=handle) and a ledger (ledger_url): the books are "
+                "rebuilt from them"
+            )
         self.ledger: BufferedLedger | None = None
         self.tap: EventTap | None = None
         if ledger_url:
@@ -118,6 +139,16 @@ class _ExecutionService:
             if publisher is not None:
                 self.ledger.tap = self.tap = EventTap(publisher)
         agent_risk = agent_risk or [None] * len(agents)
+        self.remote: RemoteVenue | None = None
+        self.journal_path = journal_path(execution.journal_dir, run_id)
+        journal = None
+        if venue is not None:
+            self.remote = RemoteVenue(
+                venue, timeout_s=execution.venue_timeout_s, retry_s=execution.venue_retry_s
+            )
+            ray.get(venue.attach.remote(tuple(symbols)))
+            journal = OrderJournal(self.journal_path, fresh=not recover)
+        self._recovering = recover
         self.engine = ExecutionEngine(
             run_id=run_id,
             agents=agents,
@@ -129,13 +160,60 @@ class _ExecutionService:
             agent_risk=[build_agent_risk_policy(c) for c in agent_risk],
             breakers=breaker_specs(risk, agent_risk),
             price_ticks={s: i.price_tick for s, i in risk.instruments.items() if i.price_tick is not None},
+            venue=self.remote,
+            journal=journal,
         )
 
     def process_block(self, batch: BarBatch, targets: TargetUpdates) -> BlockOutcome:
         received = time.monotonic_ns()
+        if self._recovering:
+            raise RuntimeError(
+                "this execution actor was started with recover=True: call recover(delivered_ts) before "
+                "sending it blocks"
+            )
         outcome = self.engine.process_block(batch, targets)
         outcome.received_ns = received
         return outcome
+
+    def recover(self, delivered_ts: int) -> BlockOutcome:
+        """Rebuild the books from the ledger, the order journal and the venue (its events from cursor
+        0), record what reconciliation booked and closed (and an ``execution_recovered`` event), and
+        return the fills agents have not received: those reported (or, for crosses, executed) after bar
+        time ``delivered_ts``, the last bar whose block outcome the caller received (-1: none). See
+        :mod:`federation.execution.reconcile`."""
+        if not self._recovering:
+            raise RuntimeError("recover() is for an execution actor started with recover=True")
+        assert self.ledger is not None and self.remote is not None
+        outcome = reconcile(
+            self.engine, self.ledger, load_journal(self.journal_path), self.remote, int(delivered_ts)
+        )
+        self._recovering = False
+        return outcome
+
+    def restore_desired(self, lots: npt.NDArray[np.int64]) -> None:
+        """Set every agent's desired position (lots, agents x symbols): the caller's mirror of the
+        targets it sent, after a restart."""
+        desired = np.asarray(lots, dtype=np.int64)
+        if desired.shape != self.engine.desired.shape:
+            raise ValueError(
+                f"restore_desired got shape {desired.shape}; expected {self.engine.desired.shape} "
+                "(agents x symbols)"
+            )
+        self.engine.desired[:] = desired
+
+    def arm_crash(self, point: str, after: int = 1) -> None:
+        """Test hook: end this process abruptly (no cleanup, no ledger flush) the ``after``-th time the
+        engine reaches ``point``: ``after_submit`` (the venue took the bar's orders, nothing of the bar
+        is recorded) or ``after_advance`` (the venue matched the bar, nothing booked)."""
+        left = [after]
+
+        def hook(reached: str) -> None:
+            if reached == point:
+                left[0] -= 1
+                if left[0] <= 0:
+                    os._exit(1)
+
+        self.engine.crash_hook = hook
 
     def rebalance(self, capital: Sequence[Decimal], ts: int) -> None:
         """Move cash between the agents' sub-accounts so agent ``i`` holds the allocated capital
@@ -196,7 +274,17 @@ def start_execution_actor(scheduling_strategy: Any = None, **kwargs: Any) -> Any
     ``kwargs`` are the service's: ``run_id``, ``agents``, ``capital``, ``symbols``, ``execution``,
     ``risk``, ``ledger_url``, ``agent_risk`` (one ``AgentRiskConfig`` or None per agent) and
     ``ledger_settings`` (the write-behind buffer's) and ``events`` (``[events]``: publish the ledger's
-    batches to Redis streams)."""
+    batches to Redis streams), ``venue`` (a venue actor handle; None: the simulated venue in the
+    actor's process) and ``recover`` (a restart: call ``recover(delivered_ts)`` and
+    ``restore_desired(lots)`` before the next block).
+
+    Restarting after the actor died (the same arguments as the first start)::
+
+        execution = start_execution_actor(..., venue=venue, recover=True)
+        outcome = ray.get(execution.recover.remote(delivered_ts))  # fills agents have not received
+        ray.get(execution.restore_desired.remote(desired_lots))
+        # then send the interrupted block again
+    """
     options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
     if scheduling_strategy is not None:
         options["scheduling_strategy"] = scheduling_strategy

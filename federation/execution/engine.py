@@ -30,6 +30,13 @@ cut) demand is checked again every bar but recorded once while it stands: while 
 positions are asked for, for the same reason. Everything a block produced is written to the ledger in one
 transaction at the end of the block.
 
+The venue is the simulated one in this process by default. With the venue actor (live mode; faults,
+restarts) the engine talks to it through :class:`~federation.execution.venue_client.RemoteVenue`: one
+``advance`` call per bar for step 1 and one ``submit`` call at the end of the bar for the orders of step 4,
+each retried with the same client order ids; an order then stays pending for its symbol until the venue
+reports it final (rejected: status ``rejected`` with the venue's reason), and orders are journaled before
+they are sent (:mod:`federation.execution.journal`).
+
 Capital rebalances (:meth:`ExecutionEngine.rebalance`) move cash between the agents' sub-accounts; the
 portfolio's account does not change, and the breakers scale their references so a transfer is neither a
 gain nor a loss.
@@ -37,12 +44,13 @@ gain nor a loss.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +58,9 @@ import numpy.typing as npt
 from agents.model import BarBatch, FillRow
 from federation.config import ExecutionConfig
 from federation.execution.accounts import SubAccounts
-from federation.execution.venue import SimulatedVenue, VenueFill, VenueOrder
+from federation.execution.journal import CrossEntry, JournalEntry, OrderJournal
+from federation.execution.venue import VenueEvent, VenueFill, VenueOrder, VenueReport
+from federation.execution.venue_client import LocalVenue, VenueClient
 from federation.ledger import (
     PORTFOLIO,
     AllocationRecord,
@@ -75,6 +85,10 @@ _EXPIRY_REASONS = {
     "limit_not_reached": "the limit price was not reached on the symbol's next bar",
     "volume_cap": "nothing could fill within max_volume_share of the bar's volume",
 }
+_MAX_DRAIN_CALLS = 2000
+"""End of run: reads of a remote venue's delayed reports (each read moves its delays one call on)."""
+REJECTED: OrderStatus = "rejected"
+"""Status of an order the venue refused (the venue's reason in ``reason_code`` / ``reason``)."""
 ACTIVE, REDUCING, HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
 _REDUCE_ONLY = ReduceOnly()
 Standing = tuple[tuple[int, int], ...]
@@ -99,13 +113,22 @@ class TargetUpdates:
 
 @dataclass(slots=True)
 class _Pending:
-    """What was decided for one symbol on a bar's close and executes on its next bar."""
+    """What was decided for one symbol on a bar's close and executes on its next bar (the cross), or
+    when the venue reports it (the order)."""
 
     cross: list[tuple[int, int]]
     cross_id: str | None
     order: VenueOrder | None
+    """None once the venue's final report came (or for a cross alone)."""
     record: OrderRecord | None
     allocations: list[tuple[int, int]]
+    col: int = 0
+    crossed: bool = False
+    stage: int = 0
+    """Of the order: 0 not acknowledged by the venue yet, 1 working there, 2 matched against a bar there
+    (its report may come later)."""
+    closing: tuple[OrderStatus, str, str] | None = None
+    """(status, code, reason) to record when the venue confirms a cancel we sent (halt, end of run)."""
 
 
 @dataclass(slots=True)
@@ -162,11 +185,21 @@ def _span(ns: int) -> str:
 
 
 class ExecutionEngine:
-    """One per run; owns the venue, the sub-accounts, the risk state and the ledger writes of trades.
+    """One per run; owns the venue client, the sub-accounts, the risk state and the ledger writes of trades.
 
     ``risk`` checks the net orders (portfolio level); ``agent_risk`` (one policy or None per agent)
     checks each agent's own demand before netting; ``breakers`` holds one breaker spec or None per agent
     and, last, one for the portfolio; ``price_ticks`` are instrument ticks limit prices are rounded to.
+    ``venue`` is how orders reach the venue (default: the simulated venue in this process,
+    :class:`~federation.execution.venue_client.LocalVenue`; :class:`~federation.execution.venue_client.
+    RemoteVenue` for the venue actor); ``journal`` is where orders are appended before they are sent to
+    a remote venue.
+
+    With a remote venue, orders of a bar are sent in one call at the end of the bar and matched with one
+    call at the start of the next; answers may be late, lost or repeated (see the module
+    :mod:`federation.execution.venue_client`). An order is pending for its symbol until the venue's final
+    report: a symbol with a pending order gets no new order. Orders the venue has not acknowledged are
+    sent again with the same ids with the next bar; fills are booked once per fill id.
     """
 
     def __init__(
@@ -182,6 +215,8 @@ class ExecutionEngine:
         agent_risk: Sequence[RiskPolicy | None] | None = None,
         breakers: Sequence[BreakerSpec | None] | None = None,
         price_ticks: Mapping[str, Decimal] | None = None,
+        venue: VenueClient | None = None,
+        journal: OrderJournal | None = None,
     ) -> None:
         self.run_id = run_id
         self.agents = agents
@@ -196,7 +231,26 @@ class ExecutionEngine:
         self.initial_capital = sum(capital, Decimal(0))
         self.allocated = list(capital)
         """Each agent's allocated capital: the constructor's, then the last :meth:`rebalance`'s."""
-        self.venue = SimulatedVenue(config)
+        self.venue: VenueClient = venue if venue is not None else LocalVenue(config)
+        self._remote = self.venue.remote
+        self.journal = journal
+        self._outbox: list[_Pending] = []
+        """Orders decided on this bar: sent at its end, in one call."""
+        self._open: dict[str, _Pending] = {}
+        """Client order id -> orders decided and not reported final by the venue (cancelled ones too,
+        until the venue confirms)."""
+        self._unacked: dict[str, _Pending] = {}
+        """Remote: orders sent whose acknowledgement has not come (sent again with the next bar)."""
+        self._offered: set[str] = set()
+        """Remote: orders the venue matched against a bar, whose final report has not come."""
+        self._cancels: list[str] = []
+        """Remote: cancels the venue has not answered."""
+        self._crossed: list[CrossEntry] = []
+        """Remote: the block's executed crosses, journaled before the block's outcome is returned."""
+        self.venue_errors = 0
+        self.crash_hook: Callable[[str], None] | None = None
+        """Test hook called at ``after_submit`` (the venue took the bar's orders, nothing is recorded
+        yet) and ``after_advance``: tests kill the process there."""
         self.desired: IntArray = np.zeros((self.n, len(symbols)), dtype=np.int64)
         self.last_close = np.full(len(symbols), np.nan)
         self.stats = [AgentExecutionStats() for _ in agents]
@@ -248,8 +302,9 @@ class ExecutionEngine:
         valid = batch.valid
         for t in range(len(batch)):
             ts = self._ts = int(batch.ts[t])
-            for col in [c for c in self._pending if valid[t, c]]:
-                self._execute(col, t, ts, batch, outcome)
+            due = [c for c in self._pending if valid[t, c]]
+            if due or self._offered:
+                self._execute(due, t, ts, batch, outcome)
             while k < n_updates and targets.rows[k] == t:
                 self.desired[targets.agents[k], targets.cols[k]] = targets.lots[k]
                 k += 1
@@ -279,6 +334,13 @@ class ExecutionEngine:
             for col in wanted.tolist():
                 if col not in self._pending:
                     self._decide(col, ts, delta[:, col])
+            if self._outbox or self._unacked or self._cancels:
+                self._send(ts)
+        if self._crossed:
+            # Before the block's fills are handed out: a cross the ledger lost is rebooked from here.
+            assert self.journal is not None
+            self.journal.append(self._crossed)
+            self._crossed = []
         self.flush()
         outcome.fills = dict(outcome.fills)
         outcome.fees_e8 = dict(outcome.fees_e8)
@@ -311,7 +373,7 @@ class ExecutionEngine:
         else:
             residual = [(i, d) for i, d in buyers] + [(i, -d) for i, d in sellers]
         net = bought - sold
-        pending = _Pending(cross, self._next_id("X") if cross else None, None, None, [])
+        pending = _Pending(cross, self._next_id("X") if cross else None, None, None, [], col)
         if net:
             self._place(col, ts, net, residual, pending, ref, federation, delta)
         if pending.cross or pending.order is not None:
@@ -547,10 +609,12 @@ class ExecutionEngine:
             detail = self._order_detail(client_id, symbol, names)
             detail |= {"quantity": whole.quantity, "passed": intent.quantity, "position": intent.position}
             self._deny(ts, self._cut(whole, intent.quantity, None), detail)
-        pending.order = VenueOrder(client_id, col, net, self.config.order_type, limit)
+        pending.order = VenueOrder(client_id, col, net, self.config.order_type, limit, ts)
         pending.record = record
         pending.allocations = residual
-        self.venue.submit(pending.order)
+        if self._remote:
+            self._open[client_id] = pending
+        self._outbox.append(pending)
 
     @staticmethod
     def _order_detail(client_id: str, symbol: str, names: tuple[str, ...]) -> dict[str, Any]:
@@ -676,19 +740,27 @@ class ExecutionEngine:
         """Cancel what was decided for ``col`` and not executed yet (the venue order and the cross)."""
         pending = self._pending.pop(col)
         self._inflight[:, col] = 0
-        self.venue.cancel(col)
-        if pending.record is None:
+        if pending.record is None or pending.order is None:
             return []
-        self._batch.orders.append(
-            replace(
-                pending.record,
-                allocations=(),
-                status="cancelled",
-                reason_code="halted",
-                reason=f"{why}; working order cancelled",
-            )
-        )
+        self._cancel_order(pending, ("cancelled", "halted", f"{why}; working order cancelled"))
         return [pending.record.client_order_id]
+
+    def _cancel_order(self, pending: _Pending, closing: tuple[OrderStatus, str, str]) -> None:
+        """Cancel ``pending``'s order at the venue and record it with ``closing`` (status, code, reason):
+        at once in-process; with a remote venue when the venue confirms it (sent with the bar's call; an
+        order it had matched already is recorded as the venue reports it)."""
+        assert pending.order is not None and pending.record is not None
+        cid = pending.order.client_order_id
+        if not self._remote:
+            self.venue.send((), (cid,))
+            status, code, reason = closing
+            self._batch.orders.append(
+                replace(pending.record, allocations=(), status=status, reason_code=code, reason=reason)
+            )
+            return
+        pending.closing = closing
+        self._unacked.pop(cid, None)  # not sent again: the cancel goes first in the next call
+        self._cancels.append(cid)
 
     def halt(self, reason: str) -> int:
         """Kill switch: the federation goes HALTED for the rest of the run and every working order is
@@ -701,6 +773,8 @@ class ExecutionEngine:
         # Already HALTED (by a breaker): the hold is now for the rest of the run; recorded all the same.
         change = change or StateChange(before, HALTED, self._ts, f"kill switch: {reason}", None)
         cancelled = self._state_event(self.n, change, "kill_switch")
+        if self._cancels:
+            self._send(self._ts)
         self.flush()
         return len(cancelled)
 
@@ -768,57 +842,263 @@ class ExecutionEngine:
         self.flush()
 
     # ------------------------------------------------------------------------------------------ fills
-    def _execute(self, col: int, t: int, ts: int, batch: BarBatch, outcome: BlockOutcome) -> None:
-        pending = self._pending.pop(col)
+    def _execute(self, due: list[int], t: int, ts: int, batch: BarBatch, outcome: BlockOutcome) -> None:
+        """Row ``t``: the crosses of the ``due`` columns (symbols with a bar and something decided), the
+        venue's matching of their working orders, and every venue report that came."""
+        pendings = self._pending
+        # An order executes on a bar later than its decision (a bar sent again after a restart may not be).
+        match = [c for c in due if pendings[c].stage == 1 and pendings[c].order.ts < ts]  # type: ignore[union-attr]
+        by_order: dict[str, list[VenueEvent]] = {}
+        if match or self._offered:
+            events = self.venue.advance(ts, match, batch, t)
+            if self.crash_hook is not None:
+                self.crash_hook("after_advance")
+            if events is None:
+                self._venue_error(ts, "advance", [self._order_id(pendings[c]) for c in match])
+                events = []
+            elif self._remote:
+                for col in match:
+                    pending = pendings[col]
+                    pending.stage = 2
+                    self._offered.add(self._order_id(pending))
+            for event in events:
+                by_order.setdefault(event.client_order_id, []).append(event)
+        for col in due:
+            pending = pendings[col]
+            if pending.cross and not pending.crossed:
+                self._cross(pending, t, ts, batch, outcome)
+            order = pending.order
+            if order is None:
+                self._done(pending)
+                continue
+            for event in by_order.pop(order.client_order_id, ()):
+                if isinstance(event, VenueFill):
+                    self._book_fill(event, pending, event.ts, outcome)
+                elif pending.order is not None:  # not closed by an earlier report
+                    self._close(pending, event)
+        for late in by_order.values():
+            for event in late:
+                self._event(event, outcome)
+
+    @staticmethod
+    def _order_id(pending: _Pending) -> str:
+        assert pending.order is not None
+        return pending.order.client_order_id
+
+    def _done(self, pending: _Pending) -> None:
+        """Everything decided for the symbol was executed or reported final: it is free again."""
+        col = pending.col
+        if self._pending.get(col) is pending:
+            del self._pending[col]
+            if self._track_exposure:
+                self._inflight[:, col] = 0
+
+    def _cross(self, pending: _Pending, t: int, ts: int, batch: BarBatch, outcome: BlockOutcome) -> None:
+        """Execute the internal cross of ``pending`` at this bar's open."""
+        assert pending.cross_id is not None
+        col = pending.col
+        pending.crossed = True
+        price = round_to_tick(float(batch.open[t, col]), self.config.price_tick)
+        self._book_cross(pending.cross_id, col, ts, price, pending.cross, outcome)
         if self._track_exposure:
-            self._inflight[:, col] = 0
-        symbol = self.symbols[col]
-        if pending.cross:
-            assert pending.cross_id is not None
-            price = round_to_tick(float(batch.open[t, col]), self.config.price_tick)
-            units = sum(lots for _, lots in pending.cross if lots > 0) * self.config.lot_size
-            self._batch.fills.append(
-                FillRecord(
-                    pending.cross_id, pending.cross_id, ts, symbol, units, price, Decimal(0), "internal"
-                )
-            )
-            self.crosses += 1
             for i, lots in pending.cross:
-                self._book_agent(
-                    i,
-                    col,
-                    lots,
-                    price,
-                    Decimal(0),
-                    0,
-                    pending.cross_id,
-                    pending.cross_id,
-                    ts,
-                    outcome,
-                    internal=True,
-                )
-        if pending.order is None or pending.record is None:
-            return
-        matched = self.venue.match(
-            col,
-            float(batch.open[t, col]),
-            float(batch.high[t, col]),
-            float(batch.low[t, col]),
-            float(batch.volume[t, col]),
-        )
-        assert matched is not None
-        fill, why = matched
-        record = pending.record
-        if fill is None:
-            reason = _EXPIRY_REASONS.get(why or "", why)
-            self._batch.orders.append(
-                replace(record, allocations=(), status="expired", reason_code=why, reason=reason)
+                self._inflight[i, col] -= lots
+        if self.journal is not None:
+            shares = tuple((self.agents[i], lots) for i, lots in pending.cross)
+            self._crossed.append(
+                CrossEntry(pending.cross_id, self._seq_of(pending.cross_id), ts, col, price, shares)
             )
+
+    def _book_cross(
+        self,
+        cross_id: str,
+        col: int,
+        ts: int,
+        price: Decimal,
+        cross: list[tuple[int, int]],
+        outcome: BlockOutcome,
+    ) -> None:
+        units = sum(lots for _, lots in cross if lots > 0) * self.config.lot_size
+        self._batch.fills.append(
+            FillRecord(cross_id, cross_id, ts, self.symbols[col], units, price, Decimal(0), "internal")
+        )
+        self.crosses += 1
+        for i, lots in cross:
+            self._book_agent(
+                i, col, lots, price, Decimal(0), 0, cross_id, cross_id, ts, outcome, internal=True
+            )
+
+    @staticmethod
+    def _seq_of(client_id: str) -> int:
+        """The sequence number of an id :meth:`_next_id` made (``<run>-X0000012`` -> 12)."""
+        return int(client_id.rsplit("-", 1)[1][1:])
+
+    def _event(self, event: VenueEvent, outcome: BlockOutcome) -> None:
+        """Book a fill the venue reported, or close an order on its final report."""
+        pending = self._open.get(event.client_order_id)
+        if isinstance(event, VenueFill):
+            if pending is None:
+                self._orphan_fill(event)
+            else:
+                self._book_fill(event, pending, event.ts, outcome)
             return
-        self._book_fill(fill, pending, ts, outcome)
-        filled = abs(fill.lots) * self.config.lot_size
-        status: OrderStatus = "filled" if filled == record.quantity else "partially_filled"
-        self._batch.orders.append(replace(record, allocations=(), status=status, filled_quantity=filled))
+        if pending is None:
+            return  # an order closed already (a repeated report, or a rejection acknowledged at once)
+        self._close(pending, event)
+
+    def _close(self, pending: _Pending, report: VenueReport) -> None:
+        """Record the final status of ``pending``'s order as the venue reported it."""
+        record = pending.record
+        assert record is not None
+        if self._remote:
+            cid = record.client_order_id
+            del self._open[cid]
+            self._offered.discard(cid)
+            self._unacked.pop(cid, None)
+        status = report.status
+        if status in ("filled", "partially_filled"):
+            filled = report.filled_lots * self.config.lot_size
+            self._batch.orders.append(
+                replace(
+                    record,
+                    allocations=(),
+                    status="filled" if filled == record.quantity else "partially_filled",
+                    filled_quantity=filled,
+                )
+            )
+        elif status == "cancelled" and pending.closing is not None:
+            self._record_closing(pending)
+        elif status == "rejected":
+            code = report.reason_code
+            self._batch.orders.append(
+                replace(record, allocations=(), status=REJECTED, reason_code=code, reason=report.reason)
+            )
+        else:
+            why = report.reason_code
+            reason = report.reason or _EXPIRY_REASONS.get(why or "", why)
+            final = cast(OrderStatus, status)
+            self._batch.orders.append(
+                replace(record, allocations=(), status=final, reason_code=why, reason=reason)
+            )
+        pending.order = None
+        if pending.crossed or not pending.cross:
+            self._done(pending)
+
+    def _record_closing(self, pending: _Pending) -> None:
+        assert pending.record is not None and pending.closing is not None
+        status, code, reason = pending.closing
+        self._batch.orders.append(
+            replace(pending.record, allocations=(), status=status, reason_code=code, reason=reason)
+        )
+
+    def _orphan_fill(self, fill: VenueFill) -> None:
+        """A fill of an order this engine does not know (it should not happen): the venue's truth is booked
+        to the portfolio, so its positions stay equal to the venue's, and the fill is recorded as an event."""
+        self.fills += 1
+        self._batch.fills.append(
+            FillRecord(
+                fill.fill_id,
+                fill.client_order_id,
+                fill.ts,
+                self.symbols[fill.col],
+                fill.lots * self.config.lot_size,
+                fill.price,
+                fill.fee,
+                fill.liquidity,
+            )
+        )
+        self.books.book(self.n, fill.col, fill.lots, fill.price, fill.fee)
+        self._touched.add((self.n, fill.col))
+        self._batch.events.append(
+            EventRecord(
+                fill.ts,
+                "venue_unknown_fill",
+                "unknown_order",
+                f"the venue reported fill {fill.fill_id} of order {fill.client_order_id}, which this engine "
+                "does not know; booked to the portfolio only (no agent is charged)",
+                None,
+                {"fill_id": fill.fill_id, "client_order_id": fill.client_order_id},
+            )
+        )
+
+    # -------------------------------------------------------------------------------------- the venue
+    def _send(self, ts: int) -> None:
+        """Send this bar's new orders (journaled first), the orders not acknowledged yet and the cancels
+        in one venue call, and take the answers."""
+        new, self._outbox = self._outbox, []
+        if not self._remote:
+            self.venue.send([p.order for p in new], ())  # type: ignore[misc]
+            for pending in new:
+                pending.stage = 1
+            return
+        if new and self.journal is not None:
+            self.journal.append([self._journal_entry(p) for p in new])
+        for pending in new:
+            self._unacked[pending.order.client_order_id] = pending  # type: ignore[union-attr]
+        orders = [p.order for p in self._unacked.values() if p.order is not None]
+        cancels = list(self._cancels)
+        answer = self.venue.send(orders, cancels)
+        if self.crash_hook is not None:
+            self.crash_hook("after_submit")
+        if answer is None:
+            self._venue_error(ts, "submit", [o.client_order_id for o in orders] + cancels)
+            return
+        acks, cancelled = answer
+        answered = set(cancels)
+        self._cancels = [c for c in self._cancels if c not in answered]
+        for cid, found in cancelled:
+            closing = self._open.get(cid)
+            if closing is None:
+                continue
+            if found == "final":  # matched there already: its report is read with the next calls
+                self._offered.add(cid)
+            else:
+                del self._open[cid]
+                self._offered.discard(cid)
+                self._record_closing(closing)
+        for cid, result, code, reason in acks:
+            sent = self._unacked.pop(cid, None)
+            if sent is None or sent.order is None:
+                continue
+            if result == "accepted":
+                sent.stage = max(sent.stage, 1)
+            else:
+                self._close(sent, VenueReport(cid, sent.col, "rejected", 0, code, reason, ts))
+
+    def _journal_entry(self, pending: _Pending) -> JournalEntry:
+        order, record = pending.order, pending.record
+        assert order is not None and record is not None
+        return JournalEntry(
+            order.client_order_id,
+            record.seq,
+            order.ts,
+            record.symbol,
+            order.col,
+            order.lots,
+            order.order_type,
+            order.limit_price,
+            tuple((self.agents[i], lots) for i, lots in pending.allocations),
+        )
+
+    def _venue_error(self, ts: int, call: str, ids: list[str]) -> None:
+        """A venue call gave up after ``venue_retry_s``: recorded; nothing is lost (see the class)."""
+        self.venue_errors += 1
+        then = (
+            "the orders stay unacknowledged and are sent again with the same ids with the next bar"
+            if call == "submit"
+            else "the orders are matched (or their reports read) on a later bar"
+        )
+        self._batch.events.append(
+            EventRecord(
+                ts,
+                "venue_error",
+                call,
+                f"venue {call} gave up after retrying for {self.config.venue_retry_s:g} s "
+                f"({self.venue.last_error}); {then}",
+                None,
+                {"call": call, "error": self.venue.last_error, "orders": ids[:50], "order_count": len(ids)},
+            )
+        )
 
     def _book_fill(self, fill: VenueFill, pending: _Pending, ts: int, outcome: BlockOutcome) -> None:
         symbol, lot = self.symbols[fill.col], self.config.lot_size
@@ -900,22 +1180,48 @@ class ExecutionEngine:
             self.ledger.write(self.run_id, batch)
 
     def finish(self) -> dict[str, object]:
-        """Expire what is still working, flush, and report per-agent and portfolio results."""
-        for col, pending in sorted(self._pending.items()):
-            if pending.record is not None:
-                self._batch.orders.append(
-                    replace(
-                        pending.record,
-                        allocations=(),
-                        status="expired",
-                        reason_code="run_ended",
-                        reason="the run ended before the order's next bar",
-                    )
+        """Expire what is still working, flush, and report per-agent and portfolio results.
+
+        With a remote venue the working orders are cancelled there, and the reports of orders it had
+        matched already are read (for up to ``venue_retry_s``) and booked; the fills they bring, which
+        no block delivered, are in the report as ``late_fills`` (agent -> fill rows) and
+        ``late_fees_e8`` (agent -> fees), when there are any."""
+        for _, pending in sorted(self._pending.items()):
+            if pending.record is not None and pending.order is not None:
+                self._cancel_order(
+                    pending, ("expired", "run_ended", "the run ended before the order's next bar")
                 )
-                self.venue.cancel(col)
         self._pending.clear()
+        late = self._drain() if self._remote else None
         self.flush()
-        return self.report()
+        if self.journal is not None:
+            self.journal.close()
+        report = self.report()
+        if late is not None and late.fills:
+            report["late_fills"] = dict(late.fills)
+            report["late_fees_e8"] = dict(late.fees_e8)
+        return report
+
+    def _drain(self) -> BlockOutcome:
+        """Remote venue, end of run: send the cancels, then read reports until every order is final;
+        returns the fills booked meanwhile."""
+        if self._cancels or self._unacked:
+            self._send(self._ts)
+        outcome = BlockOutcome(fills=defaultdict(list), fees_e8=defaultdict(int))
+        give_up = time.monotonic() + self.config.venue_retry_s
+        calls = 0
+        while self._open and time.monotonic() < give_up and calls < _MAX_DRAIN_CALLS:
+            calls += 1
+            events = self.venue.advance(self._ts, [], None, 0)
+            if events is None:
+                break
+            for event in events:
+                self._event(event, outcome)
+            if self._cancels:
+                self._send(self._ts)
+        if self._open:
+            self._venue_error(self._ts, "finish", sorted(self._open))
+        return outcome
 
     def marks(self) -> list[Decimal | None]:
         return [
@@ -968,4 +1274,10 @@ class ExecutionEngine:
             "breaker_trips": int(trips[self.n]),
             "risk_denials": self.risk_denials,
         }
+        if self._remote:
+            return {
+                "agents": agents,
+                "portfolio": portfolio,
+                "venue": {**self.venue.stats(), "errors": self.venue_errors},
+            }
         return {"agents": agents, "portfolio": portfolio}

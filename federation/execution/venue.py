@@ -25,6 +25,10 @@ from federation.money import quantize, round_to_tick
 _BPS = Decimal(10_000)
 
 
+Liquidity = Literal["taker", "maker"]
+FinalStatus = Literal["filled", "partially_filled", "expired", "rejected", "cancelled"]
+
+
 @dataclass(slots=True)
 class VenueOrder:
     client_order_id: str
@@ -33,6 +37,8 @@ class VenueOrder:
     """Signed: + buy, - sell."""
     order_type: Literal["market", "limit"]
     limit_price: Decimal | None
+    ts: int = 0
+    """The bar time it was decided at: it executes on the symbol's first bar after that."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +49,27 @@ class VenueFill:
     lots: int
     price: Decimal
     fee: Decimal
-    liquidity: Literal["taker", "maker"]
+    liquidity: Liquidity
+    ts: int = 0
+    """Bar time of the bar it executed on."""
+
+
+@dataclass(slots=True)
+class VenueReport:
+    """The venue's final word on an order: after it, no fill of the order comes (except repeats of fills
+    already reported, which carry their fill ids)."""
+
+    client_order_id: str
+    col: int
+    status: FinalStatus
+    filled_lots: int
+    """Unsigned lots filled in all."""
+    reason_code: str | None
+    reason: str | None
+    ts: int
+
+
+VenueEvent = VenueFill | VenueReport
 
 
 class SimulatedVenue:
@@ -70,9 +96,10 @@ class SimulatedVenue:
         return self._working.pop(col, None)
 
     def match(
-        self, col: int, open_: float, high: float, low: float, volume: float
+        self, col: int, open_: float, high: float, low: float, volume: float, ts: int = 0
     ) -> tuple[VenueFill | None, str | None] | None:
-        """Match the working order of ``col`` against one bar; the order is done afterwards.
+        """Match the working order of ``col`` against one bar (at bar time ``ts``); the order is done
+        afterwards.
 
         Returns ``(fill, None)``, or ``(None, reason_code)`` when nothing filled (``limit_not_reached``,
         ``volume_cap``), or None if no order was working for the symbol.
@@ -82,7 +109,7 @@ class SimulatedVenue:
             return None
         tick = self.config.price_tick
         buy = order.lots > 0
-        liquidity: Literal["taker", "maker"] = "taker"
+        liquidity: Liquidity = "taker"
         if order.order_type == "market":
             # Slippage is rounded to the tick against the trader, so a coarse tick cannot erase it.
             factor = 1 + self._slip if buy else 1 - self._slip
@@ -113,5 +140,10 @@ class SimulatedVenue:
         fee = quantize(price * lots * self.config.lot_size * rate)
         self._trade_seq += 1
         return VenueFill(
-            f"SIM-{self._trade_seq:08d}", order.client_order_id, col, signed, price, fee, liquidity
+            f"SIM-{self._trade_seq:08d}", order.client_order_id, col, signed, price, fee, liquidity, ts
         ), None
+
+    def fee(self, price: Decimal, lots: int, liquidity: Liquidity) -> Decimal:
+        """The fee of ``lots`` (unsigned) at ``price``, rounded to 1e-8 (negative: a maker rebate)."""
+        rate = self._taker if liquidity == "taker" else self._maker
+        return quantize(price * lots * self.config.lot_size * rate)
