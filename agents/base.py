@@ -65,7 +65,8 @@ class Agent:
     fleet config) and unknown or mistyped ones fail at load time. Inside the agent, read them as
     ``self.<name>`` or ``self.params``. Also available: ``self.name``, ``self.symbols``, ``self.capital``
     (capital allocated to this agent), ``self.position(symbol)``, ``self.log`` (a :mod:`logging` logger)
-    and ``self.spend(kind, estimate)`` to reserve budget before a paid call (:mod:`agents.budget`).
+    and ``self.spend(kind, estimate)`` to reserve budget before a paid call (:mod:`agents.budget`);
+    ``self.replaying`` is True while bars seen before a restart are fed again (skip paid calls then).
 
     Hooks, all optional except that an agent must override ``on_bar`` or ``on_batch`` to trade:
 
@@ -106,6 +107,7 @@ class Agent:
         self._budget: BudgetBackend = UnlimitedBudget()
         self._now = 0
         """Time of the bar being processed (epoch ns): the budget clock in backtests."""
+        self._replaying = False
 
     # ----------------------------------------------------------------------------------------- parameters
     @classmethod
@@ -263,6 +265,18 @@ class Agent:
         its budgets on it, money budgets converted at the meter's price); None if nothing caps it."""
         left = self._budget.remaining(self.name, kind)
         return None if left is None else left / 100_000_000
+
+    @property
+    def replaying(self) -> bool:
+        """True while the agent is fed again bars it already saw, after its process was restarted from a
+        checkpoint; its signals are then discarded. Skip paid calls meanwhile (``spend`` is granted but
+        charged nothing, so a call made anyway is paid outside your budget)::
+
+            if not self.replaying:
+                with self.spend("api_calls", estimate=1):
+                    self.quote = vendor.quote(bar.symbol)
+        """
+        return self._replaying
 
     @property
     def budget_usage(self) -> dict[str, float]:

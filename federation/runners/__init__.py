@@ -1,7 +1,7 @@
 """Isolation tiers behind one handle (:class:`Runner`). Built: ``actor`` and ``shared``."""
 
 from federation.runners.actor import ActorRunner
-from federation.runners.base import AgentErrors, Runner, RunnerLimits
+from federation.runners.base import AgentErrors, ReplayCall, Runner, RunnerLimits
 from federation.runners.host import AgentBlockResult, AgentHost
 from federation.runners.shared import SharedRunner, pack
 from federation.runners.usage import AgentUsage
@@ -12,6 +12,7 @@ __all__ = [
     "AgentErrors",
     "AgentHost",
     "AgentUsage",
+    "ReplayCall",
     "Runner",
     "RunnerLimits",
     "SharedRunner",

@@ -3,6 +3,10 @@
 A runner hosts one or more agents (the ``actor`` tier: exactly one, in its own Ray actor; the ``shared``
 tier: many, in one host actor). All methods are asynchronous and return Ray object references, so the
 supervisor drives every runner in parallel and nothing above the runner knows the tier.
+
+Recovery (the supervisor's bookkeeping is :class:`federation.recovery.AgentRecovery`): ``process`` takes
+checkpoints of the agents named in ``checkpoint``; when a runner's process dies, ``restart`` replaces it
+and ``recover`` brings its agents back from their snapshots and the calls they got since.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from agents.base import HookError
 from agents.model import BarBatch, FillRow
 
 AgentErrors = list[tuple[str, HookError]]
-"""``(agent name, error)`` pairs returned by ``start`` and ``stop``."""
+"""``(agent name, error)`` pairs returned by ``start``, ``stop`` and ``recover``."""
+ReplayCall = tuple[BarBatch, list[FillRow]]
+"""One call an agent got: its block (any columns; the runner selects the agent's) and its fills."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +60,18 @@ class Runner(Protocol):
         """ObjectRef -> :data:`AgentErrors` of ``on_start`` (empty when all started)."""
 
     def process(
-        self, block: Any, fills: dict[str, list[FillRow]], hold: dict[str, bool] | None = None
+        self,
+        block: Any,
+        fills: dict[str, list[FillRow]],
+        hold: dict[str, bool] | None = None,
+        checkpoint: set[str] | None = None,
     ) -> Any:
         """ObjectRef -> ``list[AgentBlockResult]`` for the hosted agents that finished (all of them in
         backtests). ``block`` is an ObjectRef of a :class:`~agents.model.BarBatch`. Agents named in
         ``hold`` are not called (budget state): their fills, and their bars if the value is True, wait
-        for their next call (:meth:`~federation.runners.host.AgentHost.hold`)."""
+        for their next call (:meth:`~federation.runners.host.AgentHost.hold`). Agents named in
+        ``checkpoint`` return their snapshot after the call (``AgentBlockResult.checkpoint``); a result
+        that comes back late (a shared host's overrun call, live mode) never carries one."""
 
     def stop(self, fills: dict[str, list[FillRow]]) -> Any:
         """Deliver the last ``fills``, call ``on_stop``; ObjectRef -> :data:`AgentErrors`."""
@@ -69,3 +81,17 @@ class Runner(Protocol):
 
     def kill(self) -> None:
         """Release the runner's processes now."""
+
+    def restart(self) -> None:
+        """Kill the runner's process (if still there) and create a fresh one with the same agents and
+        options; does not wait. Follow with :meth:`recover` (not :meth:`start`)."""
+
+    def recover(self, snapshots: dict[str, bytes | None], replay: dict[str, list[ReplayCall]]) -> Any:
+        """After :meth:`restart`: for each agent named in ``snapshots``, ``on_start``, then its snapshot
+        restored (None: none yet, it starts afresh), then its ``replay`` calls fed again. Agents not named
+        stay suspended (quarantined). ObjectRef -> :data:`AgentErrors` (a failed ``on_start`` or restore
+        is an error of that agent, which then replays nothing)."""
+
+    def suspend(self, names: set[str]) -> None:
+        """Stop calling these hosted agents for the rest of the run (quarantine); the others go on. The
+        actor tier kills its process."""

@@ -1,21 +1,28 @@
 """``AgentHost``: runs one agent's hooks, meters their CPU time, contains their exceptions, checks signals.
 
-Every isolation tier wraps hosts: the actor tier puts one host in a dedicated Ray actor.
+Every isolation tier wraps hosts: the actor tier puts one host in a dedicated Ray actor. For recovery the
+host also checkpoints its agent (:meth:`AgentHost.snapshot`), restores it in a fresh process
+(:meth:`AgentHost.restore_snapshot`) and feeds it again the calls it saw since (:meth:`AgentHost.replay`).
 """
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agents.base import Agent, HookError, UnlimitedBudget
-from agents.budget import BudgetBackend
+from agents.budget import BudgetBackend, Refusal
 from agents.model import BarBatch, Fill, FillRow, FloatArray
 from federation.runners.base import trim_backlog
+
+if TYPE_CHECKING:  # not at run time: federation.chaos may import the supervisor, which imports runners
+    from federation.chaos.hooks import FaultInjector, HookFaults
 
 MAX_MESSAGES = 20
 """Rejection reasons and error tracebacks kept per agent per block (all are counted)."""
@@ -45,6 +52,31 @@ class AgentBlockResult:
     spent: dict[str, int] = field(default_factory=dict)
     """Meter -> amount (1e-8 units) the agent settled in this call, when the run has no budget authority
     (with one, the authority has it already)."""
+    checkpoint: bytes | None = None
+    """The agent's snapshot after this call, when one was asked for (:meth:`AgentHost.snapshot`); None
+    if not asked, or if ``state()`` failed (its error is in ``error_details``)."""
+    injected: dict[str, int] = field(default_factory=dict)
+    """Faults the chaos harness injected in this call (``raise``, ``hang``, ``slow`` -> count)."""
+
+
+class _ReplayBudget:
+    """The budget backend while bars are replayed: grants every reservation and charges nothing, so a
+    bar paid for before the restart is not paid for twice (agents skip the call itself: ``replaying``)."""
+
+    def reserve(self, agent: str, kind: str, amount_e8: int, ts: int) -> int | Refusal:
+        return 0
+
+    def settle(self, reservation_id: int, actual_e8: int) -> None:
+        """Nothing is charged."""
+
+    def cancel(self, reservation_id: int) -> None:
+        """Nothing was reserved."""
+
+    def remaining(self, agent: str, kind: str) -> int | None:
+        return None
+
+    def flush(self) -> None:
+        """Nothing is in flight."""
 
 
 class AgentHost:
@@ -61,7 +93,11 @@ class AgentHost:
         clock: Callable[[], float] = time.thread_time,
         budget: BudgetBackend | None = None,
         max_held_rows: int | None = None,
+        faults: HookFaults | None = None,
+        incarnation: int = 0,
     ) -> None:
+        """``faults``: hook faults the chaos harness injects around ``on_batch``; ``incarnation``: how
+        often this agent's process was restarted (seeds the faults' random stream afresh)."""
         self.agent = agent_class(name=name, symbols=symbols, params=params, capital=capital)
         if budget is not None:
             self.agent._budget = budget
@@ -73,6 +109,7 @@ class AgentHost:
         self.max_held_rows = max_held_rows
         self._held: list[BarBatch] = []
         self._held_fills: list[Fill | FillRow] = []
+        self._faults: FaultInjector | None = None if faults is None else faults.injector(name, incarnation)
 
     def _call(self, hook: str, ts: int, fn: Callable[[], Any]) -> tuple[Any, HookError | None]:
         start, wall = self.clock(), time.perf_counter()
@@ -132,11 +169,14 @@ class AgentHost:
         empty = np.zeros((0, len(self.agent.symbols)))
         return AgentBlockResult(self.name, empty, empty, held=True, dropped_bars=dropped)
 
-    def process(self, batch: BarBatch, fills: Sequence[Fill | FillRow]) -> AgentBlockResult:
+    def process(
+        self, batch: BarBatch, fills: Sequence[Fill | FillRow], checkpoint: bool = False
+    ) -> AgentBlockResult:
         """Deliver ``fills`` (``on_fill``), then the agent's columns of ``batch`` (``on_batch``).
 
         Bars and fills held back in earlier steps (:meth:`hold`) come first, in the same call; their
-        newest signal per symbol counts on the first row of ``batch``.
+        newest signal per symbol counts on the first row of ``batch``. With ``checkpoint`` the result
+        carries the agent's :meth:`snapshot` taken after the call.
         """
         agent = self.agent
         held_rows = 0
@@ -150,12 +190,19 @@ class AgentHost:
         shape = (len(view), len(agent.symbols))
         if len(view):
             agent._now = int(view.ts[-1])
-        out, error = self._call("on_batch", int(view.ts[0]) if len(view) else 0, lambda: agent.on_batch(view))
+        out, error = self._call("on_batch", int(view.ts[0]) if len(view) else 0, lambda: self._on_batch(view))
         if error:
             errors.append(error)
+        data = None
+        if checkpoint:
+            data, error = self._snapshot()
+            if error:
+                errors.append(error)
         errors += agent._errors
         agent._errors.clear()
-        result = AgentBlockResult(self.name, np.full(shape, np.nan), np.ones(shape))
+        result = AgentBlockResult(self.name, np.full(shape, np.nan), np.ones(shape), checkpoint=data)
+        if self._faults is not None:
+            result.injected = self._faults.take()
         result.rejections = agent._rejected[:MAX_MESSAGES]
         result.rejected = len(agent._rejected)
         agent._rejected.clear()
@@ -172,6 +219,68 @@ class AgentHost:
         result.cpu_s, self._reported_cpu = self.cpu_s - self._reported_cpu, self.cpu_s
         result.wall_s, self._reported_wall = self.wall_s - self._reported_wall, self.wall_s
         return result
+
+    def _on_batch(self, view: BarBatch) -> Any:
+        if self._faults is not None:
+            self._faults.before_call()
+        return self.agent.on_batch(view)
+
+    # -------------------------------------------------------------------------------------- recovery
+    def snapshot(self) -> bytes | None:
+        """The agent's checkpoint: a pickle of its ``state()``, positions and clock; None if ``state()``
+        raised or returned something that does not pickle (the error is reported with the next
+        :meth:`process` result). Bars and fills held back (:meth:`hold`) are not in it: the supervisor
+        takes checkpoints through ``process(..., checkpoint=True)``, which delivers them first."""
+        data, error = self._snapshot()
+        if error:
+            self.agent._errors.append(error)
+        return data
+
+    def _snapshot(self) -> tuple[bytes | None, HookError | None]:
+        agent = self.agent
+
+        def take() -> bytes:
+            content = {"state": agent.state(), "positions": dict(agent._positions), "now": agent._now}
+            return pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL)
+
+        data, error = self._call("state", agent._now, take)
+        return data, error
+
+    def restore_snapshot(self, data: bytes) -> HookError | None:
+        """Continue from a :meth:`snapshot` (after :meth:`start`, which called ``on_start``): the agent's
+        ``restore(state)``, then its positions and clock; the error if that failed."""
+        agent = self.agent
+
+        def restore() -> None:
+            content = pickle.loads(data)
+            agent.restore(content["state"])
+            agent._positions = dict(content["positions"])
+            agent._now = int(content["now"])
+
+        return self._call("restore", agent._now, restore)[1]
+
+    def replay(self, calls: Sequence[tuple[BarBatch, Sequence[Fill | FillRow]]]) -> int:
+        """Feed the agent again the calls it got since its snapshot, as :meth:`process` did (fills, then
+        bars), with ``agent.replaying`` True and a budget that charges nothing; outputs and errors are
+        discarded (they were reported the first time) and no fault is injected. Returns the bars (valid
+        agent-symbol bars) replayed."""
+        agent = self.agent
+        budget, agent._budget, agent._replaying = agent._budget, _ReplayBudget(), True
+        bars = 0
+        try:
+            for batch, fills in calls:
+                self._deliver(fills)
+                view = batch.select(agent.symbols)
+                if not len(view):
+                    continue
+                agent._now = int(view.ts[-1])
+                self._call("on_batch", int(view.ts[0]), partial(agent.on_batch, view))
+                bars += int(view.valid.sum())
+        finally:
+            agent._budget, agent._replaying = budget, False
+            agent._errors.clear()
+            agent._rejected.clear()
+        return bars
 
     @staticmethod
     def suspension(

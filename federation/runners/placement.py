@@ -10,8 +10,8 @@ a fleet at the cluster's core count.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -21,6 +21,9 @@ from federation.fleet import AgentSpec
 from federation.runners.actor import ActorRunner
 from federation.runners.base import Runner, RunnerLimits
 from federation.runners.shared import SharedRunner, pack
+
+if TYPE_CHECKING:  # not at run time: federation.chaos may import the supervisor, which imports runners
+    from federation.chaos.hooks import HookFaults
 
 
 def default_host_count() -> int:
@@ -48,10 +51,13 @@ def build_runners(
     shared_hosts: int,
     runners: list[Runner],
     budget: BudgetBackend | None = None,
+    hook_faults: Mapping[str, HookFaults] | None = None,
 ) -> None:
     """Create every runner (asynchronously) and append it to ``runners`` as soon as it exists, so the
     caller can release what was created even if a later creation fails. ``budget`` is installed in every
-    agent (its ``spend`` goes there)."""
+    agent (its ``spend`` goes there); ``hook_faults``: agent name -> the faults the chaos harness injects
+    into its hooks."""
+    faults = hook_faults or {}
     shared = [s for s in fleet if s.isolation == "shared"]
     slots = host_slots()
 
@@ -63,16 +69,22 @@ def build_runners(
 
     actors = [s for s in fleet if s.isolation == "actor"]
     for k, spec in enumerate(actors):
-        runners.append(ActorRunner(spec.agent_class, _kwargs(spec, limits, budget), options=placed(k)))
+        kwargs = _kwargs(spec, limits, budget, faults.get(spec.name))
+        runners.append(ActorRunner(spec.agent_class, kwargs, options=placed(k)))
     if not shared:
         return
     groups = pack([len(s.symbols) for s in shared], shared_hosts or default_host_count())
     for k, group in enumerate(groups):
-        agents = [(shared[i].agent_class, _kwargs(shared[i], limits, budget)) for i in group]
+        agents = [
+            (shared[i].agent_class, _kwargs(shared[i], limits, budget, faults.get(shared[i].name)))
+            for i in group
+        ]
         runners.append(SharedRunner(agents, limits, options=placed(k)))
 
 
-def _kwargs(spec: AgentSpec, limits: RunnerLimits, budget: BudgetBackend | None) -> dict[str, Any]:
+def _kwargs(
+    spec: AgentSpec, limits: RunnerLimits, budget: BudgetBackend | None, faults: HookFaults | None
+) -> dict[str, Any]:
     """:class:`~federation.runners.host.AgentHost` arguments of one agent."""
     return {
         "name": spec.name,
@@ -81,4 +93,5 @@ def _kwargs(spec: AgentSpec, limits: RunnerLimits, budget: BudgetBackend | None)
         "capital": float(spec.capital),
         "budget": budget,
         "max_held_rows": limits.max_backlog_rows if limits.live else None,  # backtests keep every bar
+        "faults": faults,
     }

@@ -5,7 +5,9 @@ its agents' calls on a worker thread (:class:`~federation.runners.lane.LaneRunne
 passes its deadline the host stops waiting for it and carries on with the others, so a slow agent costs
 the others at most one deadline. CPU seconds are measured per thread, so each agent is charged its own.
 What is not contained: memory, and a crash of the process (a segfault in a C extension takes the host and
-all its agents down). Use the ``actor`` tier for code that needs that.
+all its agents down). Use the ``actor`` tier for code that needs that. After such a crash
+:meth:`SharedRunner.restart` replaces the whole host and :meth:`SharedRunner.recover` brings its agents
+back from their snapshots.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import ray
 
 from agents.base import Agent
 from agents.model import BarBatch, FillRow
-from federation.runners.base import AgentErrors, RunnerLimits, trim_backlog
+from federation.runners.actor import recover_host, select_calls
+from federation.runners.base import AgentErrors, ReplayCall, RunnerLimits, trim_backlog
 from federation.runners.host import AgentBlockResult, AgentHost, flush_budgets
 from federation.runners.lane import LaneRunner
 from federation.runners.usage import AgentUsage, process_usage
@@ -54,6 +57,7 @@ class _HostService:
             if name in self.suspended or not self.limits.live:
                 return  # a backtest never takes late answers: their rows belong to an earlier block
             if isinstance(result, AgentBlockResult):
+                result.checkpoint = None  # it covers bars of an earlier call: the caller cannot place it
                 self._late.append(result)
             busy = self.busy.pop(name, None)
             if busy is None:  # returned before process() could mark it busy
@@ -68,15 +72,37 @@ class _HostService:
         calls = [(n, self.hosts[n].start) for n in self._active()]
         done, overran = self.lanes.run(calls, self.limits.call_timeout_s)
         errors: AgentErrors = [(n, e) for n, e in done.items() if e is not None]
-        for name in overran:
+        return errors + self._overran(overran, "on_start")
+
+    def _overran(self, names: list[str], hook: str) -> AgentErrors:
+        """Suspend agents whose ``hook`` ran past the call timeout; their errors."""
+        timeout = self.limits.call_timeout_s
+        for name in names:
             self._suspend(name)
-            errors.append(
-                (name, AgentHost.suspension(name, "on_start", 0, self.limits.call_timeout_s).error_details[0])
-            )
-        return errors
+        return [(n, AgentHost.suspension(n, hook, 0, timeout).error_details[0]) for n in names]
+
+    def recover(self, snapshots: dict[str, bytes | None], replay: dict[str, list[ReplayCall]]) -> AgentErrors:
+        for name in self.hosts.keys() - snapshots.keys():
+            self._suspend(name)
+        calls = [
+            (n, partial(recover_host, self.hosts[n], snapshots[n], replay.get(n, []))) for n in self._active()
+        ]
+        done, overran = self.lanes.run(calls, self.limits.call_timeout_s)
+        flush_budgets(self.hosts.values())
+        errors: AgentErrors = [(n, e) for n, errs in done.items() for e in errs]
+        return errors + self._overran(overran, "recover")
+
+    def suspend(self, names: list[str]) -> None:
+        for name in names:
+            if name in self.hosts:
+                self._suspend(name)
 
     def process(
-        self, block: BarBatch, fills: dict[str, list[FillRow]], hold: dict[str, bool] | None = None
+        self,
+        block: BarBatch,
+        fills: dict[str, list[FillRow]],
+        hold: dict[str, bool] | None = None,
+        checkpoint: frozenset[str] = frozenset(),
     ) -> list[AgentBlockResult]:
         limits = self.limits
         out: list[AgentBlockResult] = []
@@ -102,7 +128,7 @@ class _HostService:
             if hold and name in hold:  # its budget says not now: the host keeps what it would get
                 out.append(self.hosts[name].hold(batch, agent_fills, keep_bars=hold[name]))
                 continue
-            calls.append((name, partial(self.hosts[name].process, batch, agent_fills)))
+            calls.append((name, partial(self.hosts[name].process, batch, agent_fills, name in checkpoint)))
         deadline = limits.decision_timeout_s if limits.live else limits.call_timeout_s
         done, overran = self.lanes.run(calls, deadline)
         flush_budgets(self.hosts.values())
@@ -131,11 +157,7 @@ class _HostService:
         calls = [(n, partial(self.hosts[n].stop, fills.get(n, []))) for n in self._active()]
         done, overran = self.lanes.run(calls, self.limits.call_timeout_s)
         errors: AgentErrors = [(n, e) for n, errs in done.items() for e in errs]
-        for name in overran:
-            self._suspend(name)
-            errors.append(
-                (name, AgentHost.suspension(name, "on_stop", 0, self.limits.call_timeout_s).error_details[0])
-            )
+        errors += self._overran(overran, "on_stop")
         flush_budgets(self.hosts.values())
         self.lanes.close()
         return errors
@@ -161,17 +183,30 @@ class SharedRunner:
     ) -> None:
         self.names: tuple[str, ...] = tuple(kw["name"] for _, kw in agents)
         self._names = frozenset(self.names)
-        self._actor = _HostActor.options(**_ACTOR_OPTIONS, **(options or {})).remote(agents, limits)
+        self._agents, self._limits, self._options = agents, limits, options or {}
+        self._symbols = {kw["name"]: tuple(kw["symbols"]) for _, kw in agents}
+        self.restarts = 0
+        """How often :meth:`restart` replaced the host."""
+        self._actor = self._create()
+
+    def _create(self) -> Any:
+        agents = [(cls, {**kw, "incarnation": self.restarts}) for cls, kw in self._agents]
+        return _HostActor.options(**_ACTOR_OPTIONS, **self._options).remote(agents, self._limits)
 
     def start(self) -> Any:
         return self._actor.start.remote()
 
     def process(
-        self, block: Any, fills: dict[str, list[FillRow]], hold: dict[str, bool] | None = None
+        self,
+        block: Any,
+        fills: dict[str, list[FillRow]],
+        hold: dict[str, bool] | None = None,
+        checkpoint: set[str] | None = None,
     ) -> Any:
         mine = {n: fills[n] for n in self.names if n in fills}
         held = {n: keep for n, keep in (hold or {}).items() if n in self._names}
-        return self._actor.process.remote(block, mine, held or None)
+        wanted = self._names.intersection(checkpoint or ())
+        return self._actor.process.remote(block, mine, held or None, wanted)
 
     def stop(self, fills: dict[str, list[FillRow]]) -> Any:
         return self._actor.stop.remote({n: fills[n] for n in self.names if n in fills})
@@ -181,6 +216,20 @@ class SharedRunner:
 
     def kill(self) -> None:
         ray.kill(self._actor, no_restart=True)
+
+    def restart(self) -> None:
+        """A fresh host for all the agents: the crash of its process took them all."""
+        self.kill()
+        self.restarts += 1
+        self._actor = self._create()
+
+    def recover(self, snapshots: dict[str, bytes | None], replay: dict[str, list[ReplayCall]]) -> Any:
+        mine = {n: data for n, data in snapshots.items() if n in self._names}
+        calls = {n: select_calls(replay.get(n, []), self._symbols[n]) for n in mine}
+        return self._actor.recover.remote(mine, calls)
+
+    def suspend(self, names: set[str]) -> None:
+        self._actor.suspend.remote(sorted(self._names.intersection(names)))
 
 
 def pack(costs: list[int], hosts: int) -> list[list[int]]:
