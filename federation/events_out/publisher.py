@@ -284,6 +284,12 @@ class RedisEventPublisher:
                 self.source,
                 timeout_s,
             )
+            # Stuck in a connection attempt (redis-py retries connects on its own): what it holds is not
+            # going to be sent; count it as unsent now, and leave the thread nothing to send later.
+            with self._lock:
+                self._unsent += len(self._pending) + sum(_entry_count(item) for item in self._intake)
+                self._pending.clear()
+                self._intake.clear()
         return self.report()
 
     def _enqueue(self, item: _Item) -> None:
