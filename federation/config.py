@@ -175,6 +175,14 @@ class RecoverySettings(_Model):
         "are recorded (with traceback) and the agent continues.",
     )
     error_window_s: float = Field(60.0, gt=0)
+    spare_processes: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="Idle agent processes kept ready (actor tier) so a dead agent restarts without "
+        "waiting for a new process; about the number of agents that may die at once. Each costs an idle "
+        "process.",
+    )
     on_quarantine: Literal["hold", "flatten"] = Field(
         "hold",
         description="A quarantined agent's targets: 'hold' keeps its positions, 'flatten' closes them.",

@@ -72,6 +72,10 @@ class LiveStats:
     dropped_bars: int = 0
     late_answers: int = 0
     """Runner answers that arrived after the tick that asked for them."""
+    agent_latency_ns: dict[str, list[int]] = field(default_factory=dict)
+    """Per agent, each answer's tick-to-orders: from the start of the tick its call was sent on to the
+    execution actor receiving the targets it counted in (a late answer counts its lateness). The first
+    answer after a restart is left out (it carries the backlog of the restart)."""
 
     def percentile_ms(self, q: float) -> float:
         if not self.latencies_ns:

@@ -58,6 +58,10 @@ class AgentSummary(BaseModel):
     allocated_capital: float = Field(
         0.0, description="Capital sizing the agent's signals at the end ([allocation] rebalances move it)."
     )
+    restarts: int = Field(0, description="Times the agent's process died and it was restored ([recovery]).")
+    injected: dict[str, int] = Field(
+        default_factory=dict, description="Hook faults the chaos harness injected (raise, hang, slow)."
+    )
 
 
 class CostSummary(BaseModel):
@@ -97,6 +101,21 @@ class PortfolioSummary(BaseModel):
     trading_state: str = Field("active", description="The federation's trading state at the end.")
     breaker_trips: int = Field(0, description="Trips of the portfolio's circuit breakers.")
     risk_denials: int = Field(0, description="Risk denials recorded (agent and portfolio level).")
+
+
+class RecoverySummary(BaseModel):
+    """Restarts and quarantines of the run ([recovery])."""
+
+    agent_restarts: int = Field(description="Agent process restarts (each restored from its checkpoint).")
+    recovered: int = Field(description="Restarts whose agents answered again.")
+    recovery_p50_s: float = Field(description="From a death seen to the agent's first answer after it.")
+    recovery_p99_s: float
+    recovery_max_s: float
+    suspended: dict[str, str] = Field(
+        description="Agents quarantined for the rest of the run -> why (restarts, misses, errors, hang)."
+    )
+    execution_restarts: int = Field(description="Times the execution actor died and was reconciled.")
+    checkpoints: int = Field(description="Agent checkpoints taken (the latest of each is in the ledger).")
 
 
 class LiveSummary(BaseModel):
@@ -205,6 +224,9 @@ class RunSummary(BaseModel):
         description="The write-behind buffers (supervisor, execution): batches, database outages, waits.",
     )
     feed: FeedSummary | None = Field(None, description="A streaming feed's delivery and outages (redis).")
+    recovery: RecoverySummary | None = Field(
+        None, description="Agent and execution-actor restarts and quarantines ([recovery])."
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)

@@ -17,7 +17,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -36,12 +36,14 @@ from federation.config import FleetConfig, RedisFeedConfig
 from federation.errors import AgentLoadError, ConfigError, LedgerError
 from federation.events_out import open_publisher
 from federation.events_out.tee import EventTap
-from federation.execution import start_execution_actor
+from federation.execution import start_execution_actor, start_venue_actor
+from federation.execution_link import ExecutionLink
 from federation.feeds import MarketData, load_feed
 from federation.fleet import AgentSpec, build_fleet
 from federation.ledger import (
     AgentRecord,
     BufferedLedger,
+    CheckpointRecord,
     CostRow,
     EventRecord,
     Ledger,
@@ -53,7 +55,16 @@ from federation.ledger import (
 )
 from federation.live import LiveStats, TickClock, newest
 from federation.ray_runtime import ensure_ray
-from federation.runners import AgentBlockResult, AgentErrors, AgentHost, AgentUsage, Runner, RunnerLimits
+from federation.recovery import AgentRecovery
+from federation.runners import (
+    AgentBlockResult,
+    AgentErrors,
+    AgentHost,
+    AgentUsage,
+    Runner,
+    RunnerLimits,
+    SparePool,
+)
 from federation.runners.base import trim_backlog
 from federation.runners.placement import build_runners
 from federation.summary import (
@@ -62,6 +73,7 @@ from federation.summary import (
     LedgerWriterSummary,
     LiveSummary,
     PortfolioSummary,
+    RecoverySummary,
     RunSummary,
     cost_summary,
 )
@@ -69,6 +81,7 @@ from policies.aggregation import AGGREGATION_POLICIES
 from policies.allocation import CapitalAllocator, Rebalance, build_allocator
 
 if TYPE_CHECKING:
+    from federation.chaos.hooks import HookFaults
     from federation.feeds.redis_stream import RedisBarSource
 
 log = logging.getLogger("federation")
@@ -76,6 +89,8 @@ log = logging.getLogger("federation")
 MAX_ERROR_EVENTS_PER_AGENT = 100
 """Agent errors written to the ledger with traceback, per agent and run (all are counted)."""
 MAX_DATA_ISSUE_EVENTS = 1000
+RESTART_ALLOWANCE_S = 30.0
+"""Time a restarted runner may take to start its process, on top of its call deadline."""
 
 
 @dataclass(slots=True)
@@ -89,6 +104,8 @@ class _AgentMeters:
     wall_s: float = 0.0
     last_error: str | None = None
     suspended: bool = False
+    restarts: int = 0
+    injected: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -124,6 +141,10 @@ class _LiveTicks:
     """Bars a busy runner has not received yet (by ``id(runner)``)."""
     undelivered: dict[str, list[FillRow]] = field(default_factory=dict)
     lost: set[int] = field(default_factory=set)
+    sent_ns: dict[Any, int] = field(default_factory=dict)
+    """Call -> start of the tick it was sent on (``time.monotonic_ns``)."""
+    answered_ns: dict[str, int] = field(default_factory=dict)
+    """Agents answering on this tick -> the start of the tick their call was sent on."""
 
 
 def new_run_id() -> str:
@@ -149,7 +170,11 @@ class Supervisor:
         console: Console | None = None,
         show_progress: bool = True,
         on_ready: Callable[[list[Runner]], None] | None = None,
+        venue: Any = None,
+        hook_faults: Mapping[str, HookFaults] | None = None,
     ) -> None:
+        """``venue``: a venue actor to trade on (the chaos harness passes one with faults); by default a
+        live run starts its own. ``hook_faults``: faults injected into named agents' hooks (chaos)."""
         self.config = config
         self.source = source
         self.console = console or Console(stderr=True)
@@ -158,6 +183,30 @@ class Supervisor:
         """Called with the runners once every agent is ready, before the first bar (benchmarks)."""
         self.run_id = new_run_id()
         self._halt_reason: str | None = None
+        self.venue = venue
+        self._own_venue = False
+        self.hook_faults = dict(hook_faults or {})
+        self.execution: ExecutionLink | None = None
+        """The link to the execution actor (``execution.handle``), once the run has started it."""
+        self.recovery = AgentRecovery([], config.recovery)
+        """Checkpoints, replay logs and restart / quarantine decisions of the agents (set per run)."""
+        self.recovered_at: dict[str, list[float]] = {}
+        """Agent -> ``time.monotonic()`` of each time it was back after a restart."""
+        self.agent_restarts: list[dict[str, Any]] = []
+        self.quarantined: dict[str, str] = {}
+        """Agents suspended for the rest of the run -> why (restarts, misses, errors, hang)."""
+        self.live_stats: LiveStats | None = None
+        self._state = _RunState()
+        self._recovering: dict[Any, tuple[Runner, float, str]] = {}
+        self._new_recoveries: list[tuple[Any, Runner]] = []
+        self._deaths: list[tuple[Runner, list[str], float, str]] = []
+        """Runners whose process died, with the agents to restart, when it was seen, and why."""
+        self._fresh: set[str] = set()
+        self._lifecycle: list[EventRecord] = []
+        """Lifecycle events (restarts, recoveries, quarantines) waiting for the next ledger write."""
+        self._aggregator: Aggregator | None = None
+        self._runner_of: dict[str, Runner] = {}
+        self._spares: SparePool | None = None
         fed = config.federation
         self.limits = RunnerLimits(
             call_timeout_s=fed.agent_timeout_s,
@@ -171,6 +220,13 @@ class Supervisor:
         order is cancelled, agents get ``on_stop``, and the run ends with status ``halted``. From another
         process: ``federation halt LEDGER`` (a request in the ledger that the supervisor polls)."""
         self._halt_reason = reason
+
+    def stop(self) -> None:
+        """End a live run after the tick in progress, as if the feed had ended (callable from any thread;
+        the run completes normally: agents get ``on_stop``, orders still working expire)."""
+        self._stop_requested = True
+
+    _stop_requested = False
 
     def _halt_requested(self, state: _RunState, ledger: Ledger) -> bool:
         reason = self._halt_reason or ledger.pending_halt(self.run_id)
@@ -293,17 +349,22 @@ class Supervisor:
                 for s in fleet
             ],
         )
-        state = _RunState(
+        state = self._state = _RunState(
             meters={s.name: _AgentMeters() for s in fleet}, order={s.name: i for i, s in enumerate(fleet)}
         )
+        self.recovery = AgentRecovery(
+            [s.name for s in fleet],
+            cfg.recovery,
+            miss_deadline_s=self.limits.decision_timeout_s if self.limits.live else None,
+        )
         runners: list[Runner] = []
-        execution: Any = None
+        execution: ExecutionLink | None = None
         gate: BudgetGate | None = None
         status, report, error = "failed", None, "stopped before the execution actor reported"
         try:
             self._record_data_issues(market, ledger)
             ensure_ray(cfg.federation.ray_address)
-            execution = self._execution_actor(market, fleet)
+            execution = self.execution = self._execution_actor(market, fleet)
             gate = BudgetGate(
                 {s.name: list(s.budgets) for s in fleet},
                 cfg.budgets,
@@ -319,6 +380,7 @@ class Supervisor:
                 [float(s.capital) for s in fleet],
                 float(cfg.execution.lot_size),
             )
+            self._aggregator = aggregator
             allocator = build_allocator(cfg.allocation, [s.weight for s in fleet], cfg.federation.capital)
             if self.on_ready is not None:
                 self.on_ready(runners)
@@ -333,16 +395,16 @@ class Supervisor:
                 fills = self._loop(market, runners, aggregator, execution, state, ledger, gate, allocator)
             state.replay_s = time.perf_counter() - loop_started
             if state.halted is not None:
-                ray.get(execution.halt.remote(state.halted))
+                execution.call(lambda h: h.halt.remote(state.halted))
             self._measure(runners, state)
             self._stop(runners, fills, state, ledger)
-            report = ray.get(execution.finish.remote(self._ledger_left()))
+            report = execution.call(lambda h: h.finish.remote(self._ledger_left()))
             self._finish_budgets(gate, state, ledger)
             status = "completed" if state.halted is None else "halted"
         except KeyboardInterrupt:
             status = "interrupted"
             if execution is not None:
-                report = ray.get(execution.finish.remote(self._ledger_left()))
+                report = execution.call(lambda h: h.finish.remote(self._ledger_left()))
             if gate is not None:
                 self._finish_budgets(gate, state, ledger)
         except BaseException as exc:
@@ -351,9 +413,15 @@ class Supervisor:
         finally:
             for runner in runners:
                 runner.kill()
+            if self._spares is not None:
+                self._spares.kill()
+            if execution is not None:
+                execution.close()
             if execution is not None and report is None:
-                self._abandon(execution)
-                ray.kill(execution, no_restart=True)
+                self._abandon(execution.handle)
+                ray.kill(execution.handle, no_restart=True)
+            if self._own_venue and self.venue is not None:
+                ray.kill(self.venue, no_restart=True)
             if gate is not None:
                 gate.kill()
             if report is None:
@@ -387,11 +455,44 @@ class Supervisor:
         authority is then one local hop from the supervisor)."""
         return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
 
-    def _execution_actor(self, market: MarketData, fleet: list[AgentSpec]) -> Any:
-        """The execution actor, on this node: it writes the same SQLite file as the driver."""
+    def _execution_actor(self, market: MarketData, fleet: list[AgentSpec]) -> ExecutionLink:
+        """The execution actor, on this node (it writes the same SQLite file as the driver), behind the
+        link that restarts it. Live runs put the venue in an actor of its own, so a restarted execution
+        actor reconciles with it (a backtest's venue lives inside the execution actor)."""
         cfg = self.config
-        return start_execution_actor(
-            self._here(),
+        if self.venue is None and self.limits.live:
+            self.venue = start_venue_actor(cfg.execution, market.symbols, scheduling_strategy=self._here())
+            self._own_venue = True
+        venue = self.venue
+        here = self._here()
+
+        def start(recover: bool, standby: Any) -> Any:
+            return self._start_execution(market, fleet, here, venue, recover, standby)
+
+        return ExecutionLink(
+            start,
+            cfg.recovery.execution_max_restarts if venue is not None else 0,
+            len(fleet),
+            len(market.symbols),
+            make_standby=lambda: start(True, None),
+        )
+
+    def _start_execution(
+        self,
+        market: MarketData,
+        fleet: list[AgentSpec],
+        here: Any,
+        venue: Any,
+        recover: bool,
+        standby: Any = None,
+    ) -> Any:
+        """A new execution actor (``recover``: one that waits for ``recover()`` before its first block),
+        or ``standby``, such an actor started ahead: it has its ledger, venue and journal open already,
+        so taking over is only reconciling."""
+        cfg = self.config
+        kwargs: dict[str, Any] = dict(
+            venue=venue,
+            recover=recover,
             run_id=self.run_id,
             agents=[s.name for s in fleet],
             capital=[s.capital for s in fleet],
@@ -403,6 +504,9 @@ class Supervisor:
             ledger_settings=cfg.ledger,
             events=cfg.events,
         )
+        if standby is not None:
+            return standby
+        return start_execution_actor(here, **kwargs)
 
     def _start(
         self,
@@ -416,7 +520,19 @@ class Supervisor:
 
         Runners are appended to ``runners`` as they are created, so the caller can always release them.
         """
-        build_runners(fleet, self.limits, self.config.federation.shared_hosts, runners, gate.backend)
+        build_runners(
+            fleet,
+            self.limits,
+            self.config.federation.shared_hosts,
+            runners,
+            gate.backend,
+            hook_faults=self.hook_faults,
+        )
+        self._runner_of = {name: r for r in runners for name in r.names}
+        spares = self.config.recovery.spare_processes
+        if spares and any(r.isolation == "actor" for r in runners):
+            self._spares = SparePool(spares)
+            self._spares.fill()  # started with the agents, in parallel
         pending = {r.start(): r for r in runners}
         failures: list[str] = []
         with Progress(
@@ -443,6 +559,8 @@ class Supervisor:
                     progress.advance(task, len(runner.names))
         if failures:
             raise AgentLoadError("\n".join(failures))
+        if self._spares is not None:  # their start-up must not eat the CPU of the first bars
+            self._spares.wait_ready(timeout_s=RESTART_ALLOWANCE_S + len(fleet))
         state.startup_s = time.perf_counter() - started
 
     # -------------------------------------------------------------------------------------------- loop
@@ -452,36 +570,149 @@ class Supervisor:
         return self.limits.call_timeout_s * (n + 1 if n > 1 else 1)
 
     def _collect(self, ref: Any, runner: Runner) -> list[AgentBlockResult]:
-        """A runner's results; a runner whose process died suspends its agents."""
+        """A runner's results; a runner whose process died is restarted (its agents recovered) or, past
+        ``[recovery] max_restarts``, its agents are quarantined."""
+        if ref in self._recovering:
+            return self._recovered(ref)
         try:
             out: list[AgentBlockResult] = ray.get(ref)
             return out
         except ray.exceptions.RayError as exc:
-            return self._lose(runner, f"the runner process died: {_root_cause(exc)}")
+            return self._restart(runner, f"the runner process died: {_root_cause(exc)}")
 
     def _lose(self, runner: Runner, why: str) -> list[AgentBlockResult]:
-        """Give up on ``runner``: kill it and suspend every agent it hosts."""
+        """Give up on ``runner`` (its call hung past the deadline): kill it and suspend its agents. A
+        hung call would hang again when replayed, so a hang is not restarted."""
         runner.kill()
         timeout = self.limits.call_timeout_s
-        return [AgentHost.suspension(name, "on_batch", 0, timeout, why) for name in runner.names]
+        out = []
+        for name in runner.names:
+            if not self._state.meters[name].suspended:
+                self._suspend(name, "hang", why)
+                out.append(AgentHost.suspension(name, "on_batch", 0, timeout, why))
+        return out
+
+    def _restart(self, runner: Runner, why: str) -> list[AgentBlockResult]:
+        """``runner``'s process died: restart it and recover its agents from their checkpoints and replay
+        logs (asynchronously: the recovery call is in :attr:`_recovering` until it answers); agents past
+        their restart limit are quarantined (their suspension results are returned)."""
+        runner.kill()
+        rec, timeout, out = self.recovery, self.limits.call_timeout_s, []
+        restart = []
+        for name in runner.names:
+            if self._state.meters[name].suspended:
+                continue
+            if rec.died(name) == "restart":
+                restart.append(name)
+                continue
+            message = f"{why}; {rec.quarantined[name].message}"
+            self._suspend(name, rec.quarantined[name].reason, message)
+            out.append(AgentHost.suspension(name, "on_batch", 0, timeout, message))
+        if restart:
+            log.warning("%s: %s; restarting it", _agents(runner.names), why)
+            self._deaths.append((runner, restart, time.monotonic(), why))
+            now = time.time_ns()
+            for name in restart:
+                self._state.meters[name].restarts += 1
+                self.agent_restarts.append({"agent": name, "cause": why})
+                self._lifecycle.append(EventRecord(now, "agent_restarted", "process_died", why, name))
+        return out
+
+    def _restart_dead(self) -> None:
+        """Start the restarts :meth:`_restart` decided: a fresh (or spare) process and the recovery call
+        for each. Live mode runs this after the tick's targets went out, so a wave of deaths does not
+        hold up the healthy agents' orders."""
+        deaths, self._deaths = self._deaths, []
+        for runner, names, since, why in deaths:
+            spares = self._spares
+            spare = spares.take() if spares is not None and runner.isolation == "actor" else None
+            runner.restart(spare=spare)
+            ref = runner.recover(*self.recovery.recovery_inputs(names))
+            self._recovering[ref] = (runner, since, why)
+            self._new_recoveries.append((ref, runner))
+
+    def _recovered(self, ref: Any) -> list[AgentBlockResult]:
+        """A recovery call answered: its agents are back (restored and replayed), or the ones whose
+        ``on_start`` or restore failed are quarantined (a restart would fail the same way)."""
+        runner, since, why = self._recovering.pop(ref)
+        try:
+            errors: AgentErrors = ray.get(ref)
+        except ray.exceptions.RayError as exc:  # died (or was killed) again while recovering
+            return self._restart(runner, f"the runner process died while recovering: {_root_cause(exc)}")
+        out, failed = [], {name for name, _ in errors}
+        for name, error in errors:
+            message = f"could not be recovered ({error.hook}: {error.message})"
+            self.recovery.quarantine(name, "errors", message)
+            self._suspend(name, "errors", message)
+            out.append(AgentHost.suspension(name, error.hook, 0, self.limits.call_timeout_s, message))
+        now, took = time.monotonic(), time.monotonic() - since
+        for name in runner.names:
+            if name in failed or self._state.meters[name].suspended:
+                continue
+            self.recovered_at.setdefault(name, []).append(now)
+            self._fresh.add(name)
+            replay = self.recovery.dropped_bars(name)
+            detail = {"restart_s": round(took, 3), "replay_incomplete_bars": replay, "cause": why}
+            message = f"back after {took:.2f} s"
+            self._lifecycle.append(
+                EventRecord(time.time_ns(), "agent_recovered", "restored", message, name, detail)
+            )
+        return out
+
+    def _deadline_of(self, ref: Any, runner: Runner) -> float:
+        """A call's deadline; a recovery also has to start a process (slow on a loaded machine)."""
+        if ref in self._recovering:
+            return self._deadline(runner) + RESTART_ALLOWANCE_S
+        return self._deadline(runner)
 
     def _gather(self, refs: dict[Any, Runner], lost: set[int]) -> list[AgentBlockResult]:
-        """Every runner's results, or its agents' suspension when it overruns its deadline."""
-        started = time.perf_counter()
+        """Every runner's results, or its agents' suspension when it overruns its deadline. A runner
+        whose process dies is restarted and waited for until its agents are recovered (the replay
+        re-runs the block that was in flight; that block's signals of theirs are lost)."""
         out: list[AgentBlockResult] = []
-        pending = dict(refs)
+        pending = {ref: (runner, time.perf_counter()) for ref, runner in refs.items()}
         while pending:
-            wait = min(self._deadline(r) for r in pending.values()) - (time.perf_counter() - started)
+            now = time.perf_counter()
+            wait = min(t + self._deadline_of(ref, r) for ref, (r, t) in pending.items()) - now
             done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=max(wait, 0.0))
             for ref in done:
-                out += self._collect(ref, pending.pop(ref))
-            elapsed = time.perf_counter() - started
-            for ref, runner in list(pending.items()):
-                if elapsed >= self._deadline(runner):
+                runner, _ = pending.pop(ref)
+                out += self._collect(ref, runner)
+            self._restart_dead()
+            for ref, runner in self._take_new_recoveries():
+                pending[ref] = (runner, time.perf_counter())
+            now = time.perf_counter()
+            for ref, (runner, t) in list(pending.items()):
+                if now - t >= self._deadline_of(ref, runner):
+                    why = f"no answer within {self._deadline_of(ref, runner):g} s"
                     del pending[ref]
+                    self._recovering.pop(ref, None)
                     lost.add(id(runner))
-                    out += self._lose(runner, f"no answer within {self._deadline(runner):g} s")
+                    out += self._lose(runner, why)
         return out
+
+    def _take_new_recoveries(self) -> list[tuple[Any, Runner]]:
+        out, self._new_recoveries = self._new_recoveries, []
+        return out
+
+    def _call(
+        self,
+        runner: Runner,
+        ref: Any,
+        batch: BarBatch,
+        fills: dict[str, list[FillRow]],
+        hold: dict[str, bool] | None,
+    ) -> Any:
+        """Send ``runner`` a block (``ref``, holding ``batch``): ask the due agents for a checkpoint and
+        log the call for replay after a restart."""
+        rec = self.recovery
+        names = [n for n in runner.names if not self._state.meters[n].suspended]
+        due = rec.checkpoints_due(names)
+        call = runner.process(ref, fills, hold, checkpoint=due or None)
+        for name in names:
+            keep = True if hold is None or name not in hold else hold[name]
+            rec.sent(name, batch, fills.get(name, []), bars=keep)
+        return call
 
     def _loop(
         self,
@@ -505,16 +736,18 @@ class Supervisor:
                 if self._halt_requested(state, ledger):
                     break
                 self._budget_step(gate, aggregator, ledger)
+                if self._spares is not None:
+                    self._spares.fill()
                 block_ref = ray.put(batch)
                 live = [r for r in runners if id(r) not in lost and self._has_active(r, state)]
                 asked = time.perf_counter()
-                calls = {r.process(block_ref, fills, gate.hold(r.names)): r for r in live}
+                calls = {self._call(r, block_ref, batch, fills, gate.hold(r.names)): r for r in live}
                 results = self._gather(calls, lost)
                 state.decision_s += time.perf_counter() - asked
                 self._publish_signals(batch.ts, results)
                 self._record_results(results, state, ledger)
                 targets = aggregator.targets(batch, results)
-                outcome = ray.get(execution.process_block.remote(block_ref, targets))
+                outcome = execution.process_block(block_ref, targets, int(batch.ts[-1]))
                 fills = outcome.fills
                 self._allocate(allocator, batch, outcome.equity, aggregator, execution, state, ledger)
                 gate.meter(results, outcome.fees_e8)
@@ -543,7 +776,7 @@ class Supervisor:
         if not rebalances:
             return
         last, applied = rebalances[-1], int(batch.ts[-1])
-        ray.get(execution.rebalance.remote(list(last.capital), applied))
+        execution.call(lambda h: h.rebalance.remote(list(last.capital), applied))
         aggregator.set_capital([float(c) for c in last.capital])
         state.rebalances += 1
         names = list(state.order)
@@ -585,7 +818,7 @@ class Supervisor:
         """One bar per tick, paced; busy runners get missed bars coalesced (:mod:`federation.live`).
         A streaming feed drives the ticks itself instead of the clock (:meth:`_stream_loop`)."""
         live = _LiveTicks(runners, backlog={id(r): [] for r in runners})
-        state.live = live.stats
+        state.live = self.live_stats = live.stats
         if self._stream is not None:
             return self._stream_loop(
                 self._stream, live, aggregator, execution, state, ledger, gate, allocator
@@ -596,7 +829,7 @@ class Supervisor:
         with self._progress("live", "ticks") as progress:
             task = progress.add_task("live", total=n_ticks)
             for tick, bar in enumerate(market.blocks(1)):
-                if tick >= n_ticks:
+                if tick >= n_ticks or self._stop_requested:
                     break
                 clock.wait()
                 if self._halt_requested(state, ledger):
@@ -622,6 +855,8 @@ class Supervisor:
         timeout to the aggregator, the targets to the execution actor; fills wait for the next call."""
         stats, inflight, lost = live.stats, live.inflight, live.lost
         t0 = time.monotonic_ns()
+        if self._spares is not None:
+            self._spares.fill()  # tops the pool up, one process start at a time
         bar_ref = ray.put(bar)
         busy = {id(r) for r, _ in inflight.values()}
         asked = []
@@ -634,28 +869,49 @@ class Supervisor:
             if key in busy:
                 stats.dropped_bars += trim_backlog(queue, self.config.live.max_backlog_bars)
                 continue
-            ref = bar_ref
+            ref, batch = bar_ref, bar
             if len(queue) > 1:
                 stats.coalesced_bars += len(queue) - 1
-                ref = ray.put(BarBatch.concat(queue))
+                batch = BarBatch.concat(queue)
+                ref = ray.put(batch)
             live.backlog[key] = []
             fills = {n: live.undelivered.pop(n) for n in runner.names if n in live.undelivered}
-            call = runner.process(ref, fills, gate.hold(runner.names))
+            call = self._call(runner, ref, batch, fills, gate.hold(runner.names))
             inflight[call] = (runner, time.perf_counter())
+            live.sent_ns[call] = t0
             asked.append(call)
-        results = self._live_answers(asked, inflight, lost, stats, t0)
+        results = self._live_answers(asked, live, t0)
         stats.dropped_bars += sum(r.dropped_bars for r in results)
         self._record_results(results, state, ledger)
         latest = [newest(r) for r in results]
         self._publish_signals(bar.ts, latest)  # the signals as the tick aggregates them
         targets = aggregator.targets(bar, latest)
-        outcome = ray.get(execution.process_block.remote(bar_ref, targets))
+        outcome = execution.process_block(bar_ref, targets, int(bar.ts[-1]))
         stats.latencies_ns.append(outcome.received_ns - t0)
         stats.ticks += 1
-        for name, agent_fills in outcome.fills.items():
-            live.undelivered.setdefault(name, []).extend(agent_fills)
+        for r in results:  # each answer: from its tick to the orders it counted in
+            if r.held or r.suspended:
+                continue
+            if r.name in self._fresh:  # the first answer after a restart carries the backlog: not counted
+                self._fresh.discard(r.name)
+            elif r.name in live.answered_ns:
+                took_ns = outcome.received_ns - live.answered_ns[r.name]
+                stats.agent_latency_ns.setdefault(r.name, []).append(took_ns)
+        live.answered_ns.clear()
+        fees = outcome.fees_e8
+        recovered = execution.take_recovered()
+        for part in (recovered, outcome):
+            if part is None:
+                continue
+            for name, agent_fills in part.fills.items():
+                live.undelivered.setdefault(name, []).extend(agent_fills)
+        if recovered is not None:  # fills the dead execution actor made: charged like any others
+            fees = {n: fees.get(n, 0) + recovered.fees_e8.get(n, 0) for n in {*fees, *recovered.fees_e8}}
         self._allocate(allocator, bar, outcome.equity, aggregator, execution, state, ledger)
-        gate.meter(results, outcome.fees_e8)
+        gate.meter(results, fees)
+        self._restart_dead()  # after the orders went out (the runner stays busy until recovered)
+        for call, runner in self._take_new_recoveries():
+            live.inflight[call] = (runner, time.perf_counter())
 
     def _live_drain(
         self, live: _LiveTicks, state: _RunState, ledger: Ledger, gate: BudgetGate
@@ -692,6 +948,9 @@ class Supervisor:
                     if self._halt_requested(state, ledger):
                         source.end("halted")
                         break
+                    if self._stop_requested:
+                        source.end("stopped")
+                        break
                     if step is None:
                         continue
                     gate.submit(step.ts)  # the budget clock: this step's time (the next is not known)
@@ -721,16 +980,10 @@ class Supervisor:
         if events:
             ledger.write(self.run_id, LedgerBatch(events=events))
 
-    def _live_answers(
-        self,
-        asked: list[Any],
-        inflight: dict[Any, tuple[Runner, float]],
-        lost: set[int],
-        stats: LiveStats,
-        tick_ns: int,
-    ) -> list[AgentBlockResult]:
+    def _live_answers(self, asked: list[Any], live: _LiveTicks, tick_ns: int) -> list[AgentBlockResult]:
         """Wait for this tick's calls until ``decision_timeout`` after the tick began; take every
-        answer that is in (also late ones from earlier ticks)."""
+        answer that is in (also late ones from earlier ticks, and recoveries that finished)."""
+        inflight, stats = live.inflight, live.stats
         left = self.limits.decision_timeout_s - (time.monotonic_ns() - tick_ns) / 1e9
         if asked and left > 0:
             ray.wait(asked, num_returns=len(asked), timeout=left)
@@ -739,14 +992,22 @@ class Supervisor:
         results: list[AgentBlockResult] = []
         for call in done:
             runner, _ = inflight.pop(call)
-            stats.late_answers += call not in asked_now
-            results += self._collect(call, runner)
+            sent = live.sent_ns.pop(call, None)
+            stats.late_answers += call not in asked_now and call not in self._recovering
+            answers = self._collect(call, runner)
+            if sent is not None:
+                for r in answers:
+                    live.answered_ns[r.name] = sent
+            results += answers
         now = time.perf_counter()
         for call, (runner, since) in list(inflight.items()):
-            if now - since >= self._deadline(runner):
+            if now - since >= self._deadline_of(call, runner):
+                why = f"no answer within {self._deadline_of(call, runner):g} s"
                 del inflight[call]
-                lost.add(id(runner))
-                results += self._lose(runner, f"no answer within {self._deadline(runner):g} s")
+                live.sent_ns.pop(call, None)
+                self._recovering.pop(call, None)
+                live.lost.add(id(runner))
+                results += self._lose(runner, why)
         return results
 
     def _has_active(self, runner: Runner, state: _RunState) -> bool:
@@ -787,6 +1048,12 @@ class Supervisor:
         for ref in done:
             try:
                 errors: AgentErrors = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:  # died after its last call: nothing to restart for
+                why = f"its process died after its last call ({_root_cause(exc)}); on_stop was not called"
+                for name in refs[ref].names:
+                    log.warning("agent %r: %s", name, why)
+                    batch.events.append(EventRecord(time.time_ns(), "agent_lost", "on_stop", why, name))
+                continue
             except ray.exceptions.RayError as exc:
                 errors = [(n, HookError("on_stop", 0, _root_cause(exc), "")) for n in refs[ref].names]
             for name, error in errors:
@@ -801,8 +1068,17 @@ class Supervisor:
         batch = LedgerBatch()
         order = state.order
         results.sort(key=lambda r: order[r.name])  # runners answer in any order; the ledger does not
+        rec = self.recovery
+        for res in results:
+            if not res.suspended and rec.answered(res.name, res) == "quarantine":
+                why = rec.quarantined[res.name]
+                self._suspend(res.name, why.reason, why.message)
+                res.suspended = True
+                res.error_details.insert(0, HookError("on_batch", 0, f"quarantined: {why.message}", ""))
         for res in results:
             m = state.meters[res.name]
+            for kind, n in res.injected.items():
+                m.injected[kind] = m.injected.get(kind, 0) + n
             m.bars += res.bars
             m.signals += res.signals
             m.rejected += res.rejected
@@ -811,12 +1087,9 @@ class Supervisor:
             m.errors += res.errors - len(res.error_details)
             for error in res.error_details:
                 self._count_error(res.name, error, state, batch)
-            if res.suspended and not m.suspended:
-                m.suspended = True
+            if res.suspended and not m.suspended:  # suspended by its host (a shared tier's overrun)
                 detail = res.error_details[0].message if res.error_details else "suspended"
-                log.error("agent %r suspended: %s", res.name, detail)
-                event = EventRecord(time.time_ns(), "agent_suspended", "suspended", detail, res.name)
-                batch.events.append(event)
+                self._suspend(res.name, "hang", detail)
             if not res.rejected:
                 continue
             if m.rejected == res.rejected:  # the first time only; every block is recorded in the ledger
@@ -835,7 +1108,36 @@ class Supervisor:
                     {"count": res.rejected, "reasons": res.rejections},
                 )
             )
+        for cp in rec.take_checkpoints():
+            if cp.data is not None:
+                batch.checkpoints.append(CheckpointRecord(cp.agent, cp.ts, cp.bars, cp.data))
+        batch.events += self._lifecycle
+        self._lifecycle = []
         ledger.write(self.run_id, batch)
+
+    def _suspend(self, name: str, reason: str, message: str) -> None:
+        """Quarantine ``name`` for the rest of the run: no more calls, an ``agent_suspended`` event
+        (detail ``reason``: restarts, misses, errors or hang), its targets held or flattened."""
+        m = self._state.meters[name]
+        if m.suspended:
+            return
+        m.suspended = True
+        self.quarantined[name] = f"{reason}: {message}"
+        runner = self._runner_of.get(name)
+        if runner is not None:
+            runner.suspend({name})  # a shared host stops calling it; an agent's own actor is released
+        log.error("agent %r suspended (%s): %s", name, reason, message)
+        action = self.config.recovery.on_quarantine
+        if action == "flatten" and self._aggregator is not None:
+            self._aggregator.flatten(name)
+        detail = {"reason": reason, "targets": action}
+        self._lifecycle.append(EventRecord(time.time_ns(), "agent_suspended", reason, message, name, detail))
+
+    def agent_alive(self, name: str) -> bool:
+        """Whether ``name`` is trading now: not suspended and not being recovered (for the harness)."""
+        if self._state.meters.get(name, _AgentMeters(suspended=True)).suspended:
+            return False
+        return not any(name in r.names for r, _, _ in self._recovering.values())
 
     def _count_error(self, agent: str, error: HookError, state: _RunState, batch: LedgerBatch) -> None:
         m = state.meters[agent]
@@ -921,6 +1223,8 @@ class Supervisor:
                     trading_state=t.get("trading_state", "active"),
                     breaker_trips=t.get("breaker_trips", 0),
                     risk_denials=t.get("risk_denials", 0),
+                    restarts=m.restarts,
+                    injected=dict(m.injected),
                 )
             )
         p = report["portfolio"] if report else {}
@@ -964,6 +1268,20 @@ class Supervisor:
             halt_reason=state.halted,
             rebalances=state.rebalances,
             feed=_feed_summary(self._stream),
+            recovery=self._recovery_summary(),
+        )
+
+    def _recovery_summary(self) -> RecoverySummary:
+        stats = self.recovery.recovery_stats()
+        return RecoverySummary(
+            agent_restarts=len(self.agent_restarts),
+            recovered=stats.count,
+            recovery_p50_s=round(stats.p50_s, 3),
+            recovery_p99_s=round(stats.p99_s, 3),
+            recovery_max_s=round(stats.max_s, 3),
+            suspended=dict(self.quarantined),
+            execution_restarts=0 if self.execution is None else len(self.execution.restarts),
+            checkpoints=self.recovery.checkpoints_taken,
         )
 
     def _data_counts(self, market: MarketData) -> tuple[int, int, list[str]]:

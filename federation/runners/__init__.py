@@ -1,6 +1,6 @@
 """Isolation tiers behind one handle (:class:`Runner`). Built: ``actor`` and ``shared``."""
 
-from federation.runners.actor import ActorRunner
+from federation.runners.actor import ActorRunner, SparePool
 from federation.runners.base import AgentErrors, ReplayCall, Runner, RunnerLimits
 from federation.runners.host import AgentBlockResult, AgentHost
 from federation.runners.shared import SharedRunner, pack
@@ -16,5 +16,6 @@ __all__ = [
     "Runner",
     "RunnerLimits",
     "SharedRunner",
+    "SparePool",
     "pack",
 ]

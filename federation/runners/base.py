@@ -82,9 +82,10 @@ class Runner(Protocol):
     def kill(self) -> None:
         """Release the runner's processes now."""
 
-    def restart(self) -> None:
+    def restart(self, spare: Any = None) -> None:
         """Kill the runner's process (if still there) and create a fresh one with the same agents and
-        options; does not wait. Follow with :meth:`recover` (not :meth:`start`)."""
+        options (or, actor tier, take the idle process ``spare`` from a :class:`SparePool`); does not
+        wait. Follow with :meth:`recover` (not :meth:`start`)."""
 
     def recover(self, snapshots: dict[str, bytes | None], replay: dict[str, list[ReplayCall]]) -> Any:
         """After :meth:`restart`: for each agent named in ``snapshots``, ``on_start``, then its snapshot

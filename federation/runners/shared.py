@@ -217,8 +217,9 @@ class SharedRunner:
     def kill(self) -> None:
         ray.kill(self._actor, no_restart=True)
 
-    def restart(self) -> None:
-        """A fresh host for all the agents: the crash of its process took them all."""
+    def restart(self, spare: Any = None) -> None:
+        """A fresh host for all the agents: the crash of its process took them all (``spare`` is for
+        the actor tier's single agents and is not used here)."""
         self.kill()
         self.restarts += 1
         self._actor = self._create()
