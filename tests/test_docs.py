@@ -21,6 +21,7 @@ from federation.config import (
     InstrumentConfig,
     LedgerSettings,
     LiveSettings,
+    RecoverySettings,
     RedisFeedConfig,
     RiskConfig,
     SyntheticFeedConfig,
@@ -63,6 +64,7 @@ def test_quickstart_is_two_commands_and_ci_runs_the_second() -> None:
         LedgerSettings,
         RedisFeedConfig,
         EventStreamConfig,
+        RecoverySettings,
     ],
 )
 def test_config_reference_lists_every_field(model: type) -> None:
