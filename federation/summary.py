@@ -322,6 +322,16 @@ def render(summary: RunSummary, console: Console, max_agents: int = 60) -> None:
             f"feed: stream {f.stream!r} (group {f.group!r}, consumer {f.consumer!r}): {f.bars} bars, "
             f"{f.acked} entries acknowledged, {f.redelivered} re-read; {down}; ended by {f.end or 'the run'}"
         )
+    rec = summary.recovery
+    if rec is not None and (rec.agent_restarts or rec.execution_restarts or rec.suspended):
+        console.print(
+            f"[yellow]recovery: {rec.agent_restarts} agent restarts ({rec.recovered} back; p50 "
+            f"{rec.recovery_p50_s:.2f} s, p99 {rec.recovery_p99_s:.2f} s), "
+            f"{rec.execution_restarts} execution actor restarts, {len(rec.suspended)} agents "
+            "suspended[/yellow]"
+        )
+        for name, why in list(rec.suspended.items())[:10]:
+            console.print(f"  {name}: {why}")
     for w in summary.ledger_writers:
         if w.outages:
             console.print(

@@ -1137,6 +1137,8 @@ class Supervisor:
         """Whether ``name`` is trading now: not suspended and not being recovered (for the harness)."""
         if self._state.meters.get(name, _AgentMeters(suspended=True)).suspended:
             return False
+        if any(name in names for _, names, _, _ in self._deaths):
+            return False
         return not any(name in r.names for r, _, _ in self._recovering.values())
 
     def _count_error(self, agent: str, error: HookError, state: _RunState, batch: LedgerBatch) -> None:

@@ -109,6 +109,13 @@ def test_a_killed_agent_is_restarted_restored_and_trades_on(tmp_path: Path, mode
     # after its restart it kept trading: it has fills, and the books still add up
     assert crasher.fills > 0
     check_consistency(ledger, summary.run_id, Decimal(100000))
+    from rich.console import Console
+
+    from federation.summary import render
+
+    console = Console(record=True, width=200)
+    render(summary, console)
+    assert "recovery: 1 agent restarts (1 back" in console.export_text()
 
 
 def test_an_agent_that_keeps_dying_is_quarantined_and_the_run_completes(tmp_path: Path) -> None:
