@@ -64,7 +64,40 @@ def _postgres_program(name: str) -> str:
     return path
 
 
-class PostgresServer:
+class _PrivateServer:
+    """What both private servers share: a folder of their own, and a context manager that starts the
+    server and ends with :meth:`close` (kill, then delete the folder unless it was given)."""
+
+    directory: Path
+    _owned: bool
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Kill the server and delete its temporary folder (a ``directory`` given is kept)."""
+        self.kill()
+        if self._owned:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class PostgresServer(_PrivateServer):
     """One private PostgreSQL server: ``initdb`` in a temporary folder at the first :meth:`start`, then
     ``postgres`` on 127.0.0.1:``port`` with trust authentication (user ``postgres``, database
     ``postgres``: see :attr:`url`). :meth:`stop`, :meth:`kill` and :meth:`restart` really stop the server
@@ -163,25 +196,6 @@ class PostgresServer:
         time.sleep(down_s)
         self.start()
 
-    def close(self) -> None:
-        """Crash-stop the server and delete its temporary folder (a ``directory`` given is kept)."""
-        self.kill()
-        if self._owned:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
 
 # ------------------------------------------------------------------------------------------------- Redis
 REDIS_PROGRAM = "redis-server"
@@ -196,7 +210,7 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(_PrivateServer):
     """One private ``redis-server`` on 127.0.0.1:``port``: started by :meth:`start`, stopped,
     killed and restarted at will. ``persist=True`` keeps the data across a kill (append-only file,
     fsync on every write), as a production server would; without it a restart comes back empty.
@@ -305,22 +319,3 @@ class RedisServer:
         self.stop()
         time.sleep(down_s)
         self.start()
-
-    def close(self) -> None:
-        """Kill the server and delete its temporary folder (a ``directory`` given is kept)."""
-        self.kill()
-        if self._owned:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
