@@ -684,12 +684,16 @@ class Supervisor:
             now = time.perf_counter()
             for ref, (runner, t) in list(pending.items()):
                 if now - t >= self._deadline_of(ref, runner):
-                    why = f"no answer within {self._deadline_of(ref, runner):g} s"
                     del pending[ref]
-                    self._recovering.pop(ref, None)
-                    lost.add(id(runner))
-                    out += self._lose(runner, why)
+                    out += self._give_up(ref, runner, lost)
         return out
+
+    def _give_up(self, ref: Any, runner: Runner, lost: set[int]) -> list[AgentBlockResult]:
+        """``ref`` (a call or a recovery) passed its deadline: the runner is lost (:meth:`_lose`)."""
+        why = f"no answer within {self._deadline_of(ref, runner):g} s"
+        self._recovering.pop(ref, None)
+        lost.add(id(runner))
+        return self._lose(runner, why)
 
     def _take_new_recoveries(self) -> list[tuple[Any, Runner]]:
         out, self._new_recoveries = self._new_recoveries, []
@@ -1002,12 +1006,9 @@ class Supervisor:
         now = time.perf_counter()
         for call, (runner, since) in list(inflight.items()):
             if now - since >= self._deadline_of(call, runner):
-                why = f"no answer within {self._deadline_of(call, runner):g} s"
                 del inflight[call]
                 live.sent_ns.pop(call, None)
-                self._recovering.pop(call, None)
-                live.lost.add(id(runner))
-                results += self._lose(runner, why)
+                results += self._give_up(call, runner, live.lost)
         return results
 
     def _has_active(self, runner: Runner, state: _RunState) -> bool:
