@@ -1,6 +1,6 @@
 """Small chaos plans through the harness (``chaos`` fixture, the pytest plugin) and the CLI.
 
-The full plan of issue 6 (100 agents, 60 s) is ``test_full_plan`` behind the ``slow`` marker."""
+The full plan of issue 6 (100 agents, 60 s) is ``test_full_plan.py``, behind the ``slow`` marker."""
 
 from __future__ import annotations
 
@@ -81,11 +81,11 @@ def test_hook_faults_are_counted_and_quarantine_is_reported(chaos) -> None:  # t
     assert report.ok  # a quarantine is reported, not a failure, unless the plan bounds it
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RAY_ADDRESS": ""}
     return subprocess.run(
         [sys.executable, "-m", "federation.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=600,
+        timeout=timeout,
     )  # fmt: skip
 
 
@@ -124,23 +124,6 @@ def test_cli_rejects_a_bad_plan_before_starting_anything(tmp_path: Path) -> None
     done = _cli("chaos", str(CHAOS / "small_fleet.toml"), "--plan", str(plan), cwd=tmp_path)
     assert done.returncode == 2
     assert "agents.kill_fraction" in done.stderr and str(plan) in done.stderr
-
-
-@pytest.mark.slow
-def test_full_plan(tmp_path: Path) -> None:
-    """The issue's full plan: 100 agents, 60 s, everything breaking; every invariant must hold."""
-    done = _cli(
-        "chaos",
-        str(CHAOS / "fleet.toml"),
-        "--plan",
-        str(CHAOS / "full_plan.toml"),
-        "--json",
-        "-q",
-        cwd=tmp_path,
-    )
-    report = json.loads(done.stdout)
-    failed = {k: v for k, v in report["invariants"].items() if not v["ok"]}
-    assert done.returncode == 0 and report["ok"], failed
 
 
 def test_the_user_facing_example_test_passes_with_the_plugin_fixture(chaos) -> None:  # type: ignore[no-untyped-def]
