@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 from rich.console import Console
 
@@ -234,10 +233,6 @@ def hook_fault_targets(plan: ChaosPlan, names: list[str]) -> dict[str, HookFault
         return {}
     faults = plan.hooks.faults(plan.seed)
     return dict.fromkeys(plan.hook_agents(names), faults)
-
-
-def _p(values: list[float], q: float) -> float | None:
-    return None if not values else float(np.percentile(np.asarray(values), q))
 
 
 def _latencies_ms(supervisor: Any, agents: set[str]) -> list[float]:

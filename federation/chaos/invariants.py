@@ -154,6 +154,12 @@ def _s(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
+def _tally(problems: list[tuple[str, list[str]]], clean: str) -> tuple[int, str]:
+    """How many problems in all, and the detail: each non-empty kind with examples, or ``clean``."""
+    parts = [f"{label}: {_examples(found)}" for label, found in problems if found]
+    return sum(len(found) for _, found in problems), " | ".join(parts) or clean
+
+
 def _examples(items: Iterable[str]) -> str:
     listed = list(items)
     shown = "; ".join(listed[:SHOWN])
@@ -186,15 +192,14 @@ def fills_missing(
         for fid, f in booked.items()
         if fid in venue and abs(allocated.get(fid, _Allocated()).quantity) < abs(f.quantity)
     ]
-    count = len(absent) + len(differ) + len(short)
-    parts = []
-    if absent:
-        parts.append(f"{len(absent)} venue fills not in the ledger: {_examples(absent)}")
-    if differ:
-        parts.append(f"{len(differ)} booked differently: {_examples(differ)}")
-    if short:
-        parts.append(f"{len(short)} not fully allocated to agents: {_examples(short)}")
-    detail = " | ".join(parts) or f"all {len(venue)} venue fills are in the ledger as the venue made them"
+    count, detail = _tally(
+        [
+            (f"{len(absent)} venue fills not in the ledger", absent),
+            (f"{len(differ)} booked differently", differ),
+            (f"{len(short)} not fully allocated to agents", short),
+        ],
+        f"all {len(venue)} venue fills are in the ledger as the venue made them",
+    )
     return Invariant("fills_missing", count == 0, count, "0", detail)
 
 
@@ -247,15 +252,14 @@ def fills_duplicated(
                 f"{f.fill_id}: agents got {_s(got.quantity)} (fees {_s(got.fee)}) of {_s(f.quantity)} "
                 f"(fee {_s(f.fee)})"
             )
-    count = len(repeated) + len(over_order) + len(over_alloc)
-    parts = []
-    if repeated:
-        parts.append(f"fill ids on several rows: {_examples(repeated)}")
-    if over_order:
-        parts.append(f"orders filled more than once: {_examples(over_order)}")
-    if over_alloc:
-        parts.append(f"allocations counted more than once: {_examples(over_alloc)}")
-    detail = " | ".join(parts) or f"each of the {len(fills)} ledger fills and its allocations is counted once"
+    count, detail = _tally(
+        [
+            ("fill ids on several rows", repeated),
+            ("orders filled more than once", over_order),
+            ("allocations counted more than once", over_alloc),
+        ],
+        f"each of the {len(fills)} ledger fills and its allocations is counted once",
+    )
     return Invariant("fills_duplicated", count == 0, count, "0", detail)
 
 
